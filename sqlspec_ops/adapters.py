@@ -1,0 +1,269 @@
+"""Everything sqlspec-ops knows about one SQLSpec adapter, behind one small interface.
+
+Adding an adapter means adding one :class:`Adapter` subclass here; the pool proxy, the metrics, the health
+checks, the budget and the router only talk to this interface. Configs are recognised by their class path,
+so a missing optional driver (psycopg, aiosqlite) is never imported.
+
+Targets are parsed from the config's ``connection_config`` because SQLSpec has no public accessor for them;
+the parsers return host, port and database only, never the user or the password.
+"""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
+
+__all__ = (
+    "Adapter",
+    "PoolSizes",
+    "PoolTarget",
+    "adapter_for",
+    "describe_config",
+)
+
+BorrowStyle = Literal["acquire", "context"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTarget:
+    """Where a config points: safe to show (no user, no password)."""
+
+    adapter: str
+    db_system: str
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+
+    @property
+    def server(self) -> str | None:
+        """``host:port`` of a database server, None for embedded databases."""
+        if self.db_system == "sqlite":
+            return None
+        return f"{self.host or 'localhost'}:{self.port or 5432}"
+
+    @property
+    def label(self) -> str:
+        """``host:port/database`` (the semantic conventions' pool name when a pool has none)."""
+        if self.server is None:
+            return self.database or self.adapter
+        return f"{self.server}/{self.database or ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSizes:
+    """A pool's size limits and whether the config set them or the driver's default applies."""
+
+    max_size: int
+    min_size: int
+    max_explicit: bool
+    min_explicit: bool
+
+
+class Adapter:
+    """Base class: what differs between drivers when observing a pool."""
+
+    name: ClassVar[str] = "unsupported"
+    db_system: ClassVar[str] = "other_sql"
+    config_class: ClassVar[str] = ""
+    borrow_style: ClassVar[BorrowStyle] = "acquire"
+    default_max: ClassVar[int] = 10
+    default_min: ClassVar[int] = 0
+    max_key: ClassVar[str] = "max_size"
+
+    def describe(self, config: Any) -> PoolTarget:
+        """Return the config's target."""
+        cc = dict(config.connection_config or {})
+        url = cc.get("dsn") or cc.get("url") or cc.get("conninfo") or cc.get("connection_string")
+        host: str | None = None
+        port: int | None = None
+        database: str | None = None
+        if isinstance(url, str) and url:
+            host, port, database = _parse_url(url) if "://" in url else _parse_conninfo(url)
+        host = _first(cc.get("host"), host)
+        port = _as_port(cc.get("port"), port)
+        database = _first(cc.get("database") or cc.get("dbname"), database)
+        return PoolTarget(adapter=self.name, db_system=self.db_system, host=host, port=port, database=database)
+
+    def sizes(self, config: Any) -> PoolSizes:
+        """Return the configured sizes, falling back to the driver's defaults."""
+        cc = config.connection_config or {}
+        min_raw = cc.get("min_size")
+        min_size = int(min_raw) if min_raw is not None else self.default_min
+        max_raw = cc.get(self.max_key)
+        max_size = int(max_raw) if max_raw else self.default_max_for(min_size)
+        return PoolSizes(max_size, min_size, max_explicit=bool(max_raw), min_explicit=min_raw is not None)
+
+    def default_max_for(self, min_size: int) -> int:  # noqa: ARG002 - psycopg overrides
+        """Return the driver's default max size given the min size."""
+        return self.default_max
+
+    def problems(self, config: Any) -> list[str]:  # noqa: ARG002 - overridden per adapter
+        """Return misconfigurations SQLSpec accepts silently but that break the pool."""
+        return []
+
+    def read(self, pool: Any) -> tuple[int, int]:
+        """Return ``(open connections, idle connections)`` of a live pool."""
+        raise NotImplementedError
+
+    async def ping(self, connection: Any) -> None:
+        """Run ``SELECT 1`` on a borrowed connection."""
+        raise NotImplementedError
+
+    def acquire_timeout_error(self, exc: BaseException) -> bool:
+        """Tell whether the driver raised ``exc`` because no connection became free in time."""
+        return isinstance(exc, TimeoutError)
+
+
+class AsyncpgAdapter(Adapter):
+    """asyncpg's ``Pool``: public size getters; waiters and wait times need the proxy."""
+
+    name = "asyncpg"
+    db_system = "postgresql"
+    config_class = "sqlspec.adapters.asyncpg.config.AsyncpgConfig"
+    default_max = 10
+    default_min = 10
+
+    def read(self, pool: Any) -> tuple[int, int]:
+        """Return open and idle connection counts."""
+        return pool.get_size(), pool.get_idle_size()
+
+    async def ping(self, connection: Any) -> None:
+        """Run ``SELECT 1``."""
+        await connection.fetchval("SELECT 1")
+
+
+class PsycopgAdapter(Adapter):
+    """psycopg_pool's ``AsyncConnectionPool``: connections are borrowed through ``pool.connection()``."""
+
+    name = "psycopg"
+    db_system = "postgresql"
+    config_class = "sqlspec.adapters.psycopg.config.PsycopgAsyncConfig"
+    borrow_style = "context"
+    default_min = 4
+
+    def default_max_for(self, min_size: int) -> int:
+        """SQLSpec passes ``max_size=None``, so psycopg_pool makes max equal to min."""
+        return min_size
+
+    def read(self, pool: Any) -> tuple[int, int]:
+        """Return open and idle connection counts from ``get_stats()`` (not ``pop_stats()``, which resets)."""
+        stats = pool.get_stats()
+        return stats.get("pool_size", 0), stats.get("pool_available", 0)
+
+    async def ping(self, connection: Any) -> None:
+        """Run ``SELECT 1``."""
+        await connection.execute("SELECT 1")
+
+    def acquire_timeout_error(self, exc: BaseException) -> bool:
+        """psycopg_pool raises its own ``PoolTimeout``."""
+        return isinstance(exc, TimeoutError) or type(exc).__name__ == "PoolTimeout"
+
+
+class AiosqliteAdapter(Adapter):
+    """SQLSpec's own aiosqlite pool (sized by ``pool_size``)."""
+
+    name = "aiosqlite"
+    db_system = "sqlite"
+    config_class = "sqlspec.adapters.aiosqlite.config.AiosqliteConfig"
+    default_max = 5
+    default_min = 0
+    max_key = "pool_size"
+
+    def describe(self, config: Any) -> PoolTarget:
+        """Return the database file (or ``:memory:``) as the target."""
+        database = (config.connection_config or {}).get("database")
+        return PoolTarget(adapter=self.name, db_system=self.db_system, database=str(database or ":memory:"))
+
+    def problems(self, config: Any) -> list[str]:
+        """Flag ``max_size``: SQLSpec hands it to ``sqlite3.connect`` and every acquire then times out."""
+        if "max_size" in (config.connection_config or {}):
+            return [
+                (
+                    "AiosqliteConfig is sized by 'pool_size', not 'max_size': SQLSpec passes 'max_size' on to "
+                    "sqlite3.connect(), which rejects it, so every acquire fails after connect_timeout. "
+                    "Rename the key to 'pool_size'."
+                )
+            ]
+        return []
+
+    def read(self, pool: Any) -> tuple[int, int]:
+        """Return open and idle connection counts."""
+        size = pool.size()
+        return size, size - pool.checked_out()
+
+    async def ping(self, connection: Any) -> None:
+        """Run ``SELECT 1``."""
+        cursor = await connection.execute("SELECT 1")
+        try:
+            await cursor.fetchone()
+        finally:
+            await cursor.close()
+
+    def acquire_timeout_error(self, exc: BaseException) -> bool:
+        """SQLSpec's pool raises ``AiosqliteConnectTimeoutError`` after ``connect_timeout``."""
+        return isinstance(exc, TimeoutError) or type(exc).__name__ == "AiosqliteConnectTimeoutError"
+
+
+_ADAPTERS: dict[str, Adapter] = {a.config_class: a for a in (AsyncpgAdapter(), PsycopgAdapter(), AiosqliteAdapter())}
+
+
+def adapter_for(config: Any) -> Adapter | None:
+    """Return the adapter support for a config, or None when sqlspec-ops does not support it yet."""
+    for klass in type(config).__mro__:
+        adapter = _ADAPTERS.get(f"{klass.__module__}.{klass.__qualname__}")
+        if adapter is not None:
+            return adapter
+    return None
+
+
+def describe_config(config: Any) -> PoolTarget:
+    """Return a config's target, also for unsupported adapters (best effort, never raises)."""
+    adapter = adapter_for(config) or Adapter()
+    try:
+        target = adapter.describe(config)
+    except Exception:
+        target = PoolTarget(adapter="unknown", db_system="other_sql")
+    if adapter.name == "unsupported":
+        target = PoolTarget(
+            adapter=type(config).__name__,
+            db_system=target.db_system,
+            host=target.host,
+            port=target.port,
+            database=target.database,
+        )
+    return target
+
+
+def _parse_url(url: str) -> tuple[str | None, int | None, str | None]:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    first = netloc.split(",", 1)[0]  # multi-host DSNs: report the first host
+    host, _, port_text = first.rpartition(":") if first.count(":") == 1 else (first, "", "")
+    if first.startswith("["):  # IPv6 literal
+        host, _, port_text = first[1:].partition("]")
+        port_text = port_text.lstrip(":")
+    database = unquote(parts.path.lstrip("/")) or None
+    return (unquote(host) or None), _as_port(port_text, None), database
+
+
+def _parse_conninfo(conninfo: str) -> tuple[str | None, int | None, str | None]:
+    values: dict[str, str] = {}
+    for token in conninfo.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip("'")
+    return values.get("host"), _as_port(values.get("port"), None), values.get("dbname")
+
+
+def _first(value: Any, fallback: str | None) -> str | None:
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    return str(value) if value else fallback
+
+
+def _as_port(value: Any, fallback: int | None) -> int | None:
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    try:
+        return int(value) if value not in (None, "") else fallback
+    except (TypeError, ValueError):
+        return fallback

@@ -1,0 +1,232 @@
+"""Prometheus metric families, multiprocess mode and exposition.
+
+Names follow the OpenTelemetry database semantic conventions translated to Prometheus
+(``db.client.connection.count`` → ``db_client_connection_count``, units become suffixes). Nothing is
+registered at import time: :func:`metrics_for` creates the families on a registry the first time it is
+asked and hands the same families back afterwards, so several ``SQLSpecOps`` objects can share one registry.
+
+Under several workers (``PROMETHEUS_MULTIPROC_DIR`` set before the process starts) prometheus_client writes
+every value to per-process files and :func:`render` merges them, so a scrape of any worker returns the
+totals of all live workers. Custom collectors do not work in that mode, which is why pool state is pushed
+into gauges when it changes instead of being read at scrape time. Gauges use the ``live*`` modes and a
+worker's files are dropped when it exits (or found dead by the next worker that starts).
+"""
+
+import contextlib
+import os
+import re
+import weakref
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+__all__ = (
+    "OPERATION_BUCKETS",
+    "POOL_LABEL",
+    "POOL_TIME_BUCKETS",
+    "OpsMetrics",
+    "metrics_for",
+    "multiprocess_dir",
+    "reap_dead_workers",
+    "release_worker",
+    "render",
+)
+
+POOL_LABEL = "db_client_connection_pool_name"
+# Advisory boundaries of the stable ``db.client.operation.duration`` convention.
+OPERATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+# The connection-time conventions give no boundaries; these resolve both a healthy pool (sub-millisecond
+# acquires) and a starving one (waits of hundreds of milliseconds up to a 30 s driver timeout).
+POOL_TIME_BUCKETS = (
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
+    0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+_by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, OpsMetrics]" = weakref.WeakKeyDictionary()
+
+
+class OpsMetrics:
+    """Every family sqlspec-ops exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create and register the families.
+
+        Args:
+            registry: Where the families are registered.
+
+        """
+        pool = (POOL_LABEL,)
+        self.connection_count = Gauge(
+            "db_client_connection_count",
+            "Connections currently open in the pool, by state (idle or used).",
+            (*pool, "db_client_connection_state"),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.connection_max = Gauge(
+            "db_client_connection_max",
+            "Maximum number of connections the pool may open.",
+            pool,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.connection_idle_min = Gauge(
+            "db_client_connection_idle_min",
+            "Minimum number of connections the pool keeps open.",
+            pool,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.pending_requests = Gauge(
+            "db_client_connection_pending_requests",
+            "Callers currently waiting for a connection from the pool.",
+            pool,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.timeouts = Counter(
+            "db_client_connection_timeouts",
+            "Connection acquires that timed out.",
+            pool,
+            registry=registry,
+        )
+        self.wait_time = Histogram(
+            "db_client_connection_wait_time_seconds",
+            "Time it took to obtain a connection from the pool.",
+            pool,
+            registry=registry,
+            buckets=POOL_TIME_BUCKETS,
+        )
+        self.use_time = Histogram(
+            "db_client_connection_use_time_seconds",
+            "Time between borrowing a connection and returning it to the pool.",
+            pool,
+            registry=registry,
+            buckets=POOL_TIME_BUCKETS,
+        )
+        self.operation_duration = Histogram(
+            "db_client_operation_duration_seconds",
+            "Duration of database client operations (failed ones included, with error_type).",
+            ("db_system_name", "db_operation_name", POOL_LABEL, "error_type"),
+            registry=registry,
+            buckets=OPERATION_BUCKETS,
+        )
+        self.connection_budget = Gauge(
+            "sqlspec_ops_connection_budget",
+            "Connections the database server allows this app (max_connections minus reserved slots).",
+            ("server",),
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.connection_demand = Gauge(
+            "sqlspec_ops_connection_demand",
+            "Connections this app may open on the server: replicas x workers x sum of pool max sizes.",
+            ("server",),
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.workers = Gauge(
+            "sqlspec_ops_workers",
+            "Worker processes per replica, as detected (or configured) at startup.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.database_up = Gauge(
+            "sqlspec_ops_database_up",
+            "Result of the last readiness ping of the database (1 reachable, 0 not).",
+            pool,
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+
+
+def metrics_for(registry: CollectorRegistry | None = None) -> OpsMetrics:
+    """Return the families registered on ``registry`` (prometheus_client's global one by default).
+
+    Args:
+        registry: Target registry; created families are reused on later calls.
+
+    Returns:
+        The shared :class:`OpsMetrics` of that registry.
+
+    """
+    registry = REGISTRY if registry is None else registry
+    metrics = _by_registry.get(registry)
+    if metrics is None:
+        metrics = _by_registry[registry] = OpsMetrics(registry)
+    return metrics
+
+
+def multiprocess_dir() -> str | None:
+    """Return the multiprocess directory when prometheus_client runs in multiprocess mode."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112 - prometheus_client's legacy name or None
+
+
+def render(registry: CollectorRegistry | None, accept: str | None) -> tuple[bytes, str]:
+    """Render the exposition a scraper asked for (OpenMetrics when its ``Accept`` header says so).
+
+    Args:
+        registry: The registry to render in single-process mode (global one by default).
+        accept: The scraper's ``Accept`` header.
+
+    Returns:
+        The body and its content type.
+
+    """
+    path = multiprocess_dir()
+    if path is not None:
+        source = CollectorRegistry()
+        MultiProcessCollector(source, path=path)  # type: ignore[no-untyped-call]
+    else:
+        source = REGISTRY if registry is None else registry
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(source), content_type
+
+
+_LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+
+
+def reap_dead_workers() -> list[int]:
+    """Drop the live-gauge files of workers that are gone (crashed without cleaning up).
+
+    Uvicorn has no ``child_exit`` hook to call ``mark_process_dead`` from, so every worker does it for
+    its dead siblings when it starts.
+
+    Returns:
+        The PIDs whose files were removed.
+
+    """
+    path = multiprocess_dir()
+    if path is None:
+        return []
+    dead: set[int] = set()
+    for entry in Path(path).glob("gauge_live*.db"):
+        match = _LIVE_FILE.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _alive(pid):
+            dead.add(pid)
+    for pid in dead:
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def release_worker() -> None:
+    """Remove this worker's live gauges at shutdown so the totals stop counting it."""
+    path = multiprocess_dir()
+    if path is not None:
+        with contextlib.suppress(OSError):
+            mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

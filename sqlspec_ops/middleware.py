@@ -1,0 +1,157 @@
+"""Pure ASGI middleware that gives every HTTP request and WebSocket connection an ID.
+
+The ID comes from the ``X-Request-ID`` header when the client's value is safe to reuse (1..128 visible
+ASCII characters, nothing else), otherwise a new one is generated; raw input is never reflected. For the
+duration of the request the ID is bound to:
+
+- :func:`sqlspec_ops.get_request_id`;
+- SQLSpec's ``CorrelationContext``, so SQLSpec's log records, statement events and spans carry it;
+- structlog's context variables as ``request_id``.
+
+Everything is reset when the request ends, so nothing leaks into the next one. The ID is echoed on every
+HTTP response (4xx/5xx included; install the middleware outermost, as ``SQLSpecOps.instrument`` does, to
+cover responses of unhandled exceptions too) and on the WebSocket handshake acceptance.
+
+Usage::
+
+    app.add_middleware(RequestIdMiddleware, header_name="X-Request-ID")
+"""
+
+import os
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+from sqlspec.utils.correlation import CorrelationContext
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from sqlspec_ops.context import RequestQueries, _queries, _request_id
+
+__all__ = ("RequestHooks", "RequestIdMiddleware", "generate_request_id", "is_valid_request_id")
+
+_VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+# SQLSpec exposes the class-level ContextVar; setting it directly gives us a token to reset with.
+_correlation_var = CorrelationContext._correlation_id  # noqa: SLF001
+
+
+def is_valid_request_id(value: bytes) -> bool:
+    """Tell whether a client-supplied request ID may be reused as is.
+
+    Args:
+        value: The raw header value.
+
+    Returns:
+        True for 1..128 visible ASCII characters (no whitespace, control or non-ASCII bytes).
+
+    """
+    return _VALID_ID.fullmatch(value) is not None
+
+
+def generate_request_id() -> str:
+    """Return a new random request ID (32 lowercase hex characters)."""
+    return os.urandom(16).hex()
+
+
+class RequestHooks(Protocol):
+    """What ``SQLSpecOps`` plugs into the middleware: the per-request database tally."""
+
+    server_timing: bool
+
+    def start(self, request_id: str) -> RequestQueries:
+        """Begin a request; return the tally its statements add to."""
+        ...
+
+    def finish(self, scope: Scope, queries: RequestQueries, request_id: str) -> None:
+        """End a request (log N+1 patterns and the like); must never raise."""
+        ...
+
+
+class RequestIdMiddleware:
+    """Bind a safe request ID to every HTTP and WebSocket scope and echo it back."""
+
+    __slots__ = ("_header_key", "app", "generator", "header_name", "hooks", "validator")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        header_name: str = "X-Request-ID",
+        *,
+        validator: Callable[[bytes], bool] = is_valid_request_id,
+        generator: Callable[[], str] = generate_request_id,
+        hooks: RequestHooks | None = None,
+    ) -> None:
+        """Wrap an ASGI app.
+
+        Args:
+            app: The ASGI application to wrap.
+            header_name: Header read from the request and written on the response.
+            validator: Decides whether a client value is reused; it receives raw bytes. Even a permissive
+                validator cannot make the middleware reflect CR, LF, NUL or non-ASCII bytes.
+            generator: Makes a new ID when the client sent none or an unacceptable one.
+            hooks: Per-request database tally (set by ``SQLSpecOps``).
+
+        Raises:
+            ValueError: If ``header_name`` is not a valid HTTP header name.
+
+        """
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header_name):
+            msg = f"header_name must be a valid HTTP header name, got {header_name!r}"
+            raise ValueError(msg)
+        self.app = app
+        self.header_name = header_name
+        self._header_key = header_name.lower().encode("latin-1")
+        self.validator = validator
+        self.generator = generator
+        self.hooks = hooks
+
+    def _request_id(self, scope: Scope) -> str:
+        key = self._header_key
+        for name, value in scope["headers"]:
+            if name == key:
+                # The hard rule runs even after a custom validator: never reflect unsafe bytes.
+                if self.validator(value) and _VALID_ID.fullmatch(value) is not None:
+                    return str(value.decode("ascii"))
+                break
+        return self.generator()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI scope with the request ID bound."""
+        scope_type = scope["type"]
+        if scope_type != "http" and scope_type != "websocket":  # noqa: PLR1714 - faster than a tuple lookup
+            await self.app(scope, receive, send)
+            return
+
+        request_id = self._request_id(scope)
+        header_name = self.header_name
+        hooks = self.hooks
+        queries = hooks.start(request_id) if hooks is not None else None
+        server_timing = queries is not None and hooks is not None and hooks.server_timing
+
+        async def send_with_id(message: Message) -> None:
+            message_type = message["type"]
+            if message_type == "http.response.start" or message_type == "websocket.accept":  # noqa: PLR1714
+                headers = MutableHeaders(scope=message)
+                headers[header_name] = request_id  # replaces a value the app may have set itself
+                if server_timing and queries is not None:
+                    headers.raw.append((b"server-timing", _server_timing(queries)))
+            await send(message)
+
+        id_token = _request_id.set(request_id)
+        correlation_token = _correlation_var.set(request_id)
+        structlog_tokens = bind_contextvars(request_id=request_id)
+        queries_token = _queries.set(queries)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if queries is not None and hooks is not None:
+                hooks.finish(scope, queries, request_id)
+            _queries.reset(queries_token)
+            reset_contextvars(**structlog_tokens)
+            _correlation_var.reset(correlation_token)
+            _request_id.reset(id_token)
+
+
+def _server_timing(queries: RequestQueries) -> bytes:
+    return f'db;dur={queries.seconds * 1000:.2f};desc="{queries.count} queries"'.encode("ascii")

@@ -1,0 +1,239 @@
+"""Per-statement telemetry from SQLSpec's lifecycle hooks: duration metric, spans, request tally, slow log.
+
+SQLSpec's statement observers only see successful statements; failures reach only the ``on_error`` hook. So
+sqlspec-ops registers three hooks per config: ``on_query_start`` notes the time (and starts the span),
+``on_query_complete`` and ``on_error`` close the measurement. Hooks run synchronously in the caller's task,
+so the start is kept in a context variable and the request's span is the parent of the statement span.
+
+The hot path does no I/O and takes no lock beyond prometheus_client's own: one context-variable write, one
+histogram observation on a pre-bound label child, and (when tracing) one span whose name and static
+attributes come from a per-statement cache.
+"""
+
+import logging
+from contextvars import ContextVar
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlspec.observability import ObservabilityConfig
+from sqlspec.observability._common import compute_sql_hash
+from starlette.types import Scope
+
+from sqlspec_ops.adapters import PoolTarget
+from sqlspec_ops.context import RequestQueries, _queries
+from sqlspec_ops.metrics import OpsMetrics
+from sqlspec_ops.tracing import error_details, shape_of, span_name_and_attributes
+
+if TYPE_CHECKING:
+    from sqlspec.config import LifecycleConfig
+
+__all__ = ("RequestTelemetry", "StatementTelemetry")
+
+logger = logging.getLogger("sqlspec_ops.queries")
+
+_statement: ContextVar[tuple[float, Any] | None] = ContextVar("sqlspec_ops_statement", default=None)
+_REQUEST_ID_ATTRIBUTE = "request.id"
+_SHAPE_CACHE_SIZE = 4096
+
+
+class StatementTelemetry:
+    """The lifecycle hooks of one config."""
+
+    def __init__(
+        self,
+        *,
+        pool_name: str,
+        target: PoolTarget,
+        metrics: OpsMetrics,
+        tracer: Any = None,
+        slow_query_threshold: float | None = None,
+    ) -> None:
+        """Prepare the hooks.
+
+        Args:
+            pool_name: The pool label value.
+            target: Where the config points (span attributes).
+            metrics: Metric families.
+            tracer: OpenTelemetry tracer, or None for no spans.
+            slow_query_threshold: Seconds after which a statement is logged as slow; None disables.
+
+        """
+        self.pool_name = pool_name
+        self.target = target
+        self.tracer = tracer
+        self.slow_query_threshold = slow_query_threshold
+        self._histogram = metrics.operation_duration
+        self._children: dict[tuple[str, str], Any] = {}
+        self._span_shapes: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+    def observability_config(self) -> ObservabilityConfig:
+        """Return the hooks as an ``ObservabilityConfig`` to merge into the SQLSpec config's own."""
+        hooks = {
+            "on_query_start": [self.on_query_start],
+            "on_query_complete": [self.on_query_complete],
+            "on_error": [self.on_error],
+        }
+        # SQLSpec's LifecycleConfig types the query hooks with several arguments; at run time every hook
+        # receives one context dict (sqlspec.observability._dispatcher).
+        return ObservabilityConfig(lifecycle=cast("LifecycleConfig", hooks))
+
+    # -- hooks ----------------------------------------------------------------------------------------
+
+    def on_query_start(self, context: dict[str, Any]) -> None:
+        """Note when the statement started; start its span."""
+        span = None
+        tracer = self.tracer
+        if tracer is not None:
+            span = self._start_span(tracer, context)
+        _statement.set((perf_counter(), span))
+
+    def on_query_complete(self, context: dict[str, Any]) -> None:
+        """Record a successful statement."""
+        started = _statement.get()
+        if started is None:
+            return
+        _statement.set(None)
+        duration = perf_counter() - started[0]
+        self._record(context.get("operation") or "UNKNOWN", "", duration)
+        span = started[1]
+        if span is not None:
+            span.end()
+        threshold = self.slow_query_threshold
+        if threshold is not None and duration >= threshold:
+            self._log_slow(context, duration)
+
+    def on_error(self, context: dict[str, Any]) -> None:
+        """Record a failed statement with its error type (and SQLSTATE on the span)."""
+        started = _statement.get()
+        if started is None:
+            return
+        _statement.set(None)
+        duration = perf_counter() - started[0]
+        exc = context.get("exception")
+        error_type, status_code = error_details(exc) if exc is not None else ("_OTHER", None)
+        self._record(context.get("operation") or "UNKNOWN", error_type, duration)
+        span = started[1]
+        if span is not None:
+            _fail_span(span, error_type, status_code)
+            span.end()
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _record(self, operation: str, error_type: str, duration: float) -> None:
+        key = (operation, error_type)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._histogram.labels(
+                self.target.db_system, operation, self.pool_name, error_type
+            )
+        child.observe(duration)
+        queries = _queries.get()
+        if queries is not None:
+            queries.count += 1
+            queries.seconds += duration
+
+    def _start_span(self, tracer: Any, context: dict[str, Any]) -> Any:
+        from opentelemetry.trace import SpanKind  # noqa: PLC0415 - only reached when tracing is on
+
+        sql = context.get("sql") or ""
+        operation = context.get("operation") or "UNKNOWN"
+        key = (sql, operation)
+        cached = self._span_shapes.get(key)
+        if cached is None:
+            if len(self._span_shapes) >= _SHAPE_CACHE_SIZE:  # bound the cache: SQL with inlined literals never repeats
+                self._span_shapes.clear()
+            cached = self._span_shapes[key] = span_name_and_attributes(shape_of(sql), operation, self.target)
+        name, attributes = cached
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        request_id = context.get("correlation_id")
+        if request_id is not None and span.is_recording():
+            span.set_attribute(_REQUEST_ID_ATTRIBUTE, request_id)
+        return span
+
+    def _log_slow(self, context: dict[str, Any], duration: float) -> None:
+        sql = context.get("sql") or ""
+        shape = shape_of(sql)
+        logger.warning(
+            "slow statement: %s %.1f ms (pool %s)",
+            context.get("operation"),
+            duration * 1000,
+            self.pool_name,
+            extra={
+                "extra_fields": {
+                    "pool": self.pool_name,
+                    "db.operation": context.get("operation"),
+                    "db.collection.name": shape.collection,
+                    "db.statement.hash": compute_sql_hash(sql),
+                    "duration_ms": round(duration * 1000, 3),
+                    "threshold_ms": round((self.slow_query_threshold or 0) * 1000, 3),
+                }
+            },
+        )
+
+
+def _fail_span(span: Any, error_type: str, status_code: str | None) -> None:
+    from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
+
+    if not span.is_recording():
+        return
+    span.set_attribute("error.type", error_type)
+    if status_code is not None:
+        span.set_attribute("db.response.status_code", status_code)
+    span.set_status(Status(StatusCode.ERROR, error_type))
+
+
+class RequestTelemetry:
+    """The per-request part: tally statements, tag the server span, flag N+1 patterns."""
+
+    __slots__ = ("max_queries_per_request", "server_timing", "tag_span")
+
+    def __init__(self, *, server_timing: bool, max_queries_per_request: int | None, tag_span: bool) -> None:
+        """Configure the per-request behaviour.
+
+        Args:
+            server_timing: Add ``Server-Timing: db;dur=..;desc="N queries"`` to responses.
+            max_queries_per_request: Log a warning when a request runs more statements; None disables.
+            tag_span: Put the request ID on the current (server) span.
+
+        """
+        self.server_timing = server_timing
+        self.max_queries_per_request = max_queries_per_request
+        self.tag_span = tag_span
+
+    def start(self, request_id: str) -> RequestQueries:
+        """Begin a request."""
+        if self.tag_span:
+            _tag_current_span(request_id)
+        return RequestQueries()
+
+    def finish(self, scope: Scope, queries: RequestQueries, request_id: str) -> None:
+        """Warn about a request that ran too many statements."""
+        limit = self.max_queries_per_request
+        if limit is None or queries.count <= limit:
+            return
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "<unmatched>"
+        logger.warning(
+            "request ran %d statements (limit %d): possible N+1 query pattern in %s %s",
+            queries.count,
+            limit,
+            scope.get("method", "WEBSOCKET"),
+            template,
+            extra={
+                "extra_fields": {
+                    "request_id": request_id,
+                    "route": template,
+                    "statements": queries.count,
+                    "db_time_ms": round(queries.seconds * 1000, 3),
+                    "limit": limit,
+                }
+            },
+        )
+
+
+def _tag_current_span(request_id: str) -> None:
+    from opentelemetry import trace  # noqa: PLC0415
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(_REQUEST_ID_ATTRIBUTE, request_id)

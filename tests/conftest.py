@@ -1,0 +1,58 @@
+"""Shared fixtures: one throwaway PostgreSQL for the session, fresh registries and apps per test."""
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server shared by the tests that do not stop it."""
+    server = PostgresServer(max_connections=100)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    """A fresh Prometheus registry, so tests never see each other's samples."""
+    return CollectorRegistry()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo configure_logging() and other root-logger changes after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+async def superuser(pg: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection for bookkeeping queries (pg_stat_activity...)."""
+    connection = await asyncpg.connect(pg.superuser_dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def serve(app: FastAPI) -> "AsyncIterator[httpx.AsyncClient]":
+    """Run the app's lifespan and yield an HTTP client talking to it in-process."""
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
