@@ -17,13 +17,13 @@ Usage::
     app.add_middleware(RequestIdMiddleware, header_name="X-Request-ID")
 """
 
-import os
 import re
 from collections.abc import Callable
-from typing import Protocol
+from contextvars import ContextVar
+from random import getrandbits as _getrandbits
+from typing import Any, Protocol
 
 from sqlspec.utils.correlation import CorrelationContext
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -34,6 +34,17 @@ __all__ = ("RequestHooks", "RequestIdMiddleware", "generate_request_id", "is_val
 _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 # SQLSpec exposes the class-level ContextVar; setting it directly gives us a token to reset with.
 _correlation_var = CorrelationContext._correlation_id  # noqa: SLF001
+
+
+# structlog keeps one ContextVar per bound key; binding once tells us which, so each request costs a single
+# set/reset instead of bind_contextvars' per-call dict and lookups.
+def _structlog_request_id_var() -> "ContextVar[Any]":
+    tokens = bind_contextvars(request_id=None)
+    reset_contextvars(**tokens)
+    return tokens["request_id"].var
+
+
+_structlog_var = _structlog_request_id_var()
 
 
 def is_valid_request_id(value: bytes) -> bool:
@@ -50,8 +61,12 @@ def is_valid_request_id(value: bytes) -> bool:
 
 
 def generate_request_id() -> str:
-    """Return a new random request ID (32 lowercase hex characters)."""
-    return os.urandom(16).hex()
+    """Return a new random request ID (32 lowercase hex characters).
+
+    IDs need to be unique, not unpredictable, so the per-process PRNG (re-seeded in every forked worker)
+    is used instead of a system call per request.
+    """
+    return f"{_getrandbits(128):032x}"
 
 
 class RequestHooks(Protocol):
@@ -124,7 +139,7 @@ class RequestIdMiddleware:
             return
 
         request_id = self._request_id(scope)
-        header_name = self.header_name
+        header = (self._header_key, request_id.encode("ascii"))
         hooks = self.hooks
         queries = hooks.start(request_id) if hooks is not None else None
         server_timing = queries is not None and hooks is not None and hooks.server_timing
@@ -132,15 +147,15 @@ class RequestIdMiddleware:
         async def send_with_id(message: Message) -> None:
             message_type = message["type"]
             if message_type == "http.response.start" or message_type == "websocket.accept":  # noqa: PLR1714
-                headers = MutableHeaders(scope=message)
-                headers[header_name] = request_id  # replaces a value the app may have set itself
-                if server_timing and queries is not None:
-                    headers.raw.append((b"server-timing", _server_timing(queries)))
+                headers = _raw_headers(message)
+                _replace(headers, header)  # the app may have set the header itself
+                if server_timing and queries is not None and queries.count:
+                    headers.append((b"server-timing", _server_timing(queries)))
             await send(message)
 
         id_token = _request_id.set(request_id)
         correlation_token = _correlation_var.set(request_id)
-        structlog_tokens = bind_contextvars(request_id=request_id)
+        structlog_token = _structlog_var.set(request_id)
         queries_token = _queries.set(queries)
         try:
             await self.app(scope, receive, send_with_id)
@@ -148,9 +163,26 @@ class RequestIdMiddleware:
             if queries is not None and hooks is not None:
                 hooks.finish(scope, queries, request_id)
             _queries.reset(queries_token)
-            reset_contextvars(**structlog_tokens)
+            _structlog_var.reset(structlog_token)
             _correlation_var.reset(correlation_token)
             _request_id.reset(id_token)
+
+
+def _raw_headers(message: Message) -> list[tuple[bytes, bytes]]:
+    """Return the message's header list, made a list in place if the app sent another iterable."""
+    headers = message.get("headers")
+    if type(headers) is not list:
+        headers = message["headers"] = list(headers or ())
+    return headers
+
+
+def _replace(headers: list[tuple[bytes, bytes]], header: tuple[bytes, bytes]) -> None:
+    key = header[0]
+    for index, (name, _) in enumerate(headers):
+        if name.lower() == key:
+            headers[index] = header
+            return
+    headers.append(header)
 
 
 def _server_timing(queries: RequestQueries) -> bytes:
