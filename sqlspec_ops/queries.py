@@ -5,9 +5,11 @@ sqlspec-ops registers three hooks per config: ``on_query_start`` notes the time 
 ``on_query_complete`` and ``on_error`` close the measurement. Hooks run synchronously in the caller's task,
 so the start is kept in a context variable and the request's span is the parent of the statement span.
 
-The hot path does no I/O and takes no lock beyond prometheus_client's own: one context-variable write, one
-histogram observation on a pre-bound label child, and (when tracing) one span whose name and static
-attributes come from a per-statement cache.
+The hot path does no I/O and takes no lock beyond prometheus_client's own: two context-variable writes, one
+histogram observation on a pre-bound label child, and (when tracing) one span whose name and attributes come
+from a per-statement cache, so no SQL is parsed or masked per statement. ``benchmarks/statement_overhead.py``
+measures it. A statement interrupted by cancellation (``asyncio.timeout``, a disconnect) reaches no hook and
+is neither counted nor traced.
 """
 
 import logging
@@ -16,13 +18,12 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlspec.observability import ObservabilityConfig
-from sqlspec.observability._common import compute_sql_hash
 from starlette.types import Scope
 
 from sqlspec_ops.adapters import PoolTarget
-from sqlspec_ops.context import RequestQueries, _queries
+from sqlspec_ops.context import RequestQueries, _queries, _request_id
 from sqlspec_ops.metrics import OpsMetrics
-from sqlspec_ops.tracing import error_details, shape_of, span_name_and_attributes
+from sqlspec_ops.tracing import MAX_SQL, StatementShape, error_details, shape_of, span_name_and_attributes
 
 if TYPE_CHECKING:
     from sqlspec.config import LifecycleConfig
@@ -31,9 +32,20 @@ __all__ = ("RequestTelemetry", "StatementTelemetry")
 
 logger = logging.getLogger("sqlspec_ops.queries")
 
+# (start time, span or None) of the statement running in this task; hooks of one statement run in one task.
 _statement: ContextVar[tuple[float, Any] | None] = ContextVar("sqlspec_ops_statement", default=None)
 _REQUEST_ID_ATTRIBUTE = "request.id"
 _SHAPE_CACHE_SIZE = 4096
+
+
+def _cache_key(sql: str) -> str:
+    # SQLCommenter appends a comment that differs per request (traceparent); key on the statement before it.
+    if sql.endswith("*/"):
+        start = sql.rfind("/*")
+        if start > 0:
+            sql = sql[:start]
+    # The shape depends on the first MAX_SQL characters only; a longer key would just pin memory.
+    return sql if len(sql) <= MAX_SQL else sql[:MAX_SQL]
 
 
 class StatementTelemetry:
@@ -60,11 +72,29 @@ class StatementTelemetry:
         """
         self.pool_name = pool_name
         self.target = target
+        self._tracer: Any = None
+        self._client_kind: Any = None
         self.tracer = tracer
         self.slow_query_threshold = slow_query_threshold
         self._histogram = metrics.operation_duration
-        self._children: dict[tuple[str, str], Any] = {}
-        self._span_shapes: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        # Pre-bound label children: observing one costs no label lookup. Keyed by operation (successes) and
+        # by (operation, error type) (failures), which are small closed sets.
+        self._ok: dict[str, Any] = {}
+        self._failed: dict[tuple[str, str], Any] = {}
+        self._spans: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    @property
+    def tracer(self) -> Any:
+        """The OpenTelemetry tracer statement spans come from; None turns spans off."""
+        return self._tracer
+
+    @tracer.setter
+    def tracer(self, tracer: Any) -> None:
+        if tracer is not None and self._client_kind is None:
+            from opentelemetry.trace import SpanKind  # noqa: PLC0415 - `import sqlspec_ops` stays free of OTel
+
+            self._client_kind = SpanKind.CLIENT
+        self._tracer = tracer
 
     def observability_config(self) -> ObservabilityConfig:
         """Return the hooks as an ``ObservabilityConfig`` to merge into the SQLSpec config's own."""
@@ -80,50 +110,50 @@ class StatementTelemetry:
     # -- hooks ----------------------------------------------------------------------------------------
 
     def on_query_start(self, context: dict[str, Any]) -> None:
-        """Note when the statement started; start its span."""
-        span = None
-        tracer = self.tracer
-        if tracer is not None:
-            span = self._start_span(tracer, context)
-        _statement.set((perf_counter(), span))
+        """Note when the statement started; start its span (a child of the current one)."""
+        tracer = self._tracer
+        if tracer is None:
+            _statement.set((perf_counter(), None))
+            return
+        _statement.set((perf_counter(), self._start_span(tracer, context)))
 
     def on_query_complete(self, context: dict[str, Any]) -> None:
         """Record a successful statement."""
         started = _statement.get()
         if started is None:
             return
-        _statement.set(None)
         duration = perf_counter() - started[0]
-        self._record(context.get("operation") or "UNKNOWN", "", duration)
+        _statement.set(None)
+        operation = context.get("operation") or "UNKNOWN"
+        child = self._ok.get(operation)
+        if child is None:
+            child = self._ok[operation] = self._histogram.labels(self.target.db_system, operation, self.pool_name, "")
+        child.observe(duration)
+        queries = _queries.get()
+        if queries is not None:
+            queries.count += 1
+            queries.seconds += duration
         span = started[1]
         if span is not None:
             span.end()
         threshold = self.slow_query_threshold
         if threshold is not None and duration >= threshold:
-            self._log_slow(context, duration)
+            self._log_slow(context, duration, threshold)
 
     def on_error(self, context: dict[str, Any]) -> None:
-        """Record a failed statement with its error type (and SQLSTATE on the span)."""
+        """Record a failed statement with its error type (and its SQLSTATE on the span)."""
         started = _statement.get()
         if started is None:
             return
-        _statement.set(None)
         duration = perf_counter() - started[0]
+        _statement.set(None)
         exc = context.get("exception")
         error_type, status_code = error_details(exc) if exc is not None else ("_OTHER", None)
-        self._record(context.get("operation") or "UNKNOWN", error_type, duration)
-        span = started[1]
-        if span is not None:
-            _fail_span(span, error_type, status_code)
-            span.end()
-
-    # -- helpers --------------------------------------------------------------------------------------
-
-    def _record(self, operation: str, error_type: str, duration: float) -> None:
+        operation = context.get("operation") or "UNKNOWN"
         key = (operation, error_type)
-        child = self._children.get(key)
+        child = self._failed.get(key)
         if child is None:
-            child = self._children[key] = self._histogram.labels(
+            child = self._failed[key] = self._histogram.labels(
                 self.target.db_system, operation, self.pool_name, error_type
             )
         child.observe(duration)
@@ -131,41 +161,48 @@ class StatementTelemetry:
         if queries is not None:
             queries.count += 1
             queries.seconds += duration
+        span = started[1]
+        if span is not None:
+            _fail_span(span, error_type, status_code)
+            span.end()
+
+    # -- helpers --------------------------------------------------------------------------------------
 
     def _start_span(self, tracer: Any, context: dict[str, Any]) -> Any:
-        from opentelemetry.trace import SpanKind  # noqa: PLC0415 - only reached when tracing is on
-
         sql = context.get("sql") or ""
-        operation = context.get("operation") or "UNKNOWN"
-        key = (sql, operation)
-        cached = self._span_shapes.get(key)
+        key = _cache_key(sql)
+        cached = self._spans.get(key)
         if cached is None:
-            if len(self._span_shapes) >= _SHAPE_CACHE_SIZE:  # bound the cache: SQL with inlined literals never repeats
-                self._span_shapes.clear()
-            cached = self._span_shapes[key] = span_name_and_attributes(shape_of(sql), operation, self.target)
-        name, attributes = cached
-        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+            if len(self._spans) >= _SHAPE_CACHE_SIZE:  # bound the cache: SQL with inlined literals never repeats
+                self._spans.clear()
+            cached = self._spans[key] = span_name_and_attributes(
+                shape_of(key), context.get("operation") or "UNKNOWN", self.target
+            )
+        span = tracer.start_span(cached[0], kind=self._client_kind, attributes=cached[1])
         request_id = context.get("correlation_id")
         if request_id is not None and span.is_recording():
             span.set_attribute(_REQUEST_ID_ATTRIBUTE, request_id)
         return span
 
-    def _log_slow(self, context: dict[str, Any], duration: float) -> None:
-        sql = context.get("sql") or ""
-        shape = shape_of(sql)
+    def _log_slow(self, context: dict[str, Any], duration: float, threshold: float) -> None:
+        shape: StatementShape = shape_of(_cache_key(context.get("sql") or ""))
+        operation = context.get("operation") or "UNKNOWN"
         logger.warning(
-            "slow statement: %s %.1f ms (pool %s)",
-            context.get("operation"),
+            "slow statement: %s took %.1f ms (threshold %.1f ms, pool %s, statement %s)",
+            shape.summary or operation,
             duration * 1000,
+            threshold * 1000,
             self.pool_name,
+            shape.sql_hash,
             extra={
                 "extra_fields": {
+                    "request_id": _request_id.get() or context.get("correlation_id"),
                     "pool": self.pool_name,
-                    "db.operation": context.get("operation"),
-                    "db.collection.name": shape.collection,
-                    "db.statement.hash": compute_sql_hash(sql),
+                    "db.operation.name": operation,
+                    "db.query.summary": shape.summary,
+                    "db.statement.hash": shape.sql_hash,
                     "duration_ms": round(duration * 1000, 3),
-                    "threshold_ms": round((self.slow_query_threshold or 0) * 1000, 3),
+                    "threshold_ms": round(threshold * 1000, 3),
                 }
             },
         )
@@ -179,7 +216,7 @@ def _fail_span(span: Any, error_type: str, status_code: str | None) -> None:
     span.set_attribute("error.type", error_type)
     if status_code is not None:
         span.set_attribute("db.response.status_code", status_code)
-    span.set_status(Status(StatusCode.ERROR, error_type))
+    span.set_status(Status(StatusCode.ERROR))
 
 
 class RequestTelemetry:
