@@ -17,26 +17,40 @@ pings the databases, each bounded in time: a database that is down never stops t
 """
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, cast
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlspec import SQLSpec
 from sqlspec.observability import ObservabilityConfig
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sqlspec_ops.adapters import Adapter, PoolTarget, adapter_for, describe_config
+from sqlspec_ops.budget import (
+    BudgetReport,
+    PoolDemand,
+    ServerLimits,
+    build_report,
+    fetch_limits,
+    override_limits,
+    pool_demands,
+    standalone_connection,
+)
 from sqlspec_ops.health import HealthChecker, HealthReport
 from sqlspec_ops.metrics import metrics_for, reap_dead_workers, release_worker, render
 from sqlspec_ops.middleware import RequestIdMiddleware
-from sqlspec_ops.pools import InstrumentedPool
+from sqlspec_ops.pools import InstrumentedPool, PoolAcquireTimeout
 from sqlspec_ops.queries import RequestTelemetry, StatementTelemetry
 from sqlspec_ops.router import build_router
 from sqlspec_ops.tracing import resolve_tracer
+from sqlspec_ops.workers import detect_workers
 
 __all__ = ("SQLSpecOps",)
 
@@ -82,6 +96,7 @@ class SQLSpecOps:
         max_queries_per_request: int | None = 50,
         slow_query_threshold: float | None = 0.5,
         startup_timeout: float = 5.0,
+        health_interval: float | None = 15.0,
     ) -> None:
         """Configure the add-on (no I/O happens here).
 
@@ -91,7 +106,8 @@ class SQLSpecOps:
             workers: Worker processes per replica; None detects it (``WEB_CONCURRENCY``, ``UVICORN_WORKERS``,
                 ``GUNICORN_CMD_ARGS``, the server's command line, else 1).
             replicas: Replicas (hosts/pods) running this app, for the connection budget.
-            max_connections: Use this instead of the server's ``max_connections``.
+            max_connections: Take this as each server's connection budget, as given, instead of reading
+                ``max_connections`` minus the reserved slots from the server.
             health_timeout: Seconds one readiness ping may take (acquire included).
             health_cache_ttl: Seconds a readiness result answers further probes.
             acquire_timeout: Seconds a pool acquire may wait before failing (and counting as a timeout).
@@ -103,7 +119,10 @@ class SQLSpecOps:
             server_timing: Add a ``Server-Timing`` header with the request's statement count and DB time.
             max_queries_per_request: Warn when a request runs more statements (N+1); None disables.
             slow_query_threshold: Warn about statements slower than this many seconds; None disables.
-            startup_timeout: Seconds startup work (opening pools, budget check) may take in total per step.
+            startup_timeout: Seconds the startup work (opening pools, budget check, first readiness ping) may take
+                in total; the app starts serving afterwards whatever the databases do.
+            health_interval: Seconds between background readiness pings in every worker, so
+                ``sqlspec_ops_database_up`` stays current without probes; None pings only on ``/ready``.
 
         Raises:
             ValueError: On an invalid option.
@@ -134,15 +153,24 @@ class SQLSpecOps:
         self.header_name = header_name
         self.slow_query_threshold = slow_query_threshold
         self.startup_timeout = startup_timeout
+        if health_interval is not None and health_interval <= 0:
+            msg = f"health_interval must be positive or None, got {health_interval!r}"
+            raise ValueError(msg)
+        self.health_interval = health_interval
+        self._health_task: asyncio.Task[None] | None = None
         self.metrics = metrics_for(registry)
         self.request_telemetry = RequestTelemetry(
             server_timing=server_timing, max_queries_per_request=max_queries_per_request, tag_span=False
         )
         self.databases = self._discover(spec)
         self.health = HealthChecker(
-            self.pools, timeout=health_timeout, cache_ttl=health_cache_ttl, on_result=self._publish_health
+            self.pools,
+            timeout=health_timeout,
+            cache_ttl=health_cache_ttl,
+            on_result=self._publish_health,
+            unsupported=[(db.name, db.target.adapter) for db in self.databases if db.adapter is None],
         )
-        self.budget: Any = None
+        self.budget: BudgetReport | None = None
         self.router: APIRouter = build_router(self)
 
     # -- discovery ------------------------------------------------------------------------------------
@@ -188,6 +216,8 @@ class SQLSpecOps:
         self.install()
         self._wrap_middleware(app)
         app.include_router(self.router, include_in_schema=False)
+        if PoolAcquireTimeout not in app.exception_handlers:
+            app.add_exception_handler(PoolAcquireTimeout, _pool_exhausted)
         self._wrap_lifespan(app)
         return app
 
@@ -238,11 +268,19 @@ class SQLSpecOps:
         ops_app.include_router(self.router)
 
         def build_middleware_stack() -> ASGIApp:
-            return RequestIdMiddleware(
-                _OpsShortcut(build(), ops_app, self.prefix),
+            stack = build()
+            outer: ASGIApp = RequestIdMiddleware(
+                _OpsShortcut(stack, ops_app, self.prefix),
                 self.header_name,
                 hooks=self.request_telemetry,
             )
+            if isinstance(stack, ServerErrorMiddleware):
+                # opentelemetry-instrumentation-fastapi, when it instruments the app after us, only accepts a
+                # stack that starts with ServerErrorMiddleware (it re-wraps that middleware's inner app, ours,
+                # inside its server span) and otherwise skips instrumenting. A bare shell keeps that shape;
+                # without a handler it never calls the app's error handler a second time.
+                outer = ServerErrorMiddleware(outer)
+            return outer
 
         # Overriding the instance's builder is the only way to sit outside ServerErrorMiddleware
         # (opentelemetry-instrumentation-fastapi does the same).
@@ -285,9 +323,30 @@ class SQLSpecOps:
                 )
         if app is not None:
             _attach_plugin_sessions(app, self.spec)
-        await self._open_pools()
-        await self._check_budget()
-        await self.health.check()
+        # One deadline for the whole sequence: a server that accepts TCP and never answers would otherwise
+        # cost startup_timeout per step (pools, then budget) plus health_timeout.
+        try:
+            async with asyncio.timeout(self.startup_timeout):
+                await self._open_pools()
+                await self._check_budget()
+                await self.health.check()
+        except TimeoutError:
+            logger.warning(
+                "startup checks did not finish within startup_timeout=%ss; serving anyway (see /ops/ready)",
+                self.startup_timeout,
+            )
+            self._budget_without_server()
+        if self.health_interval is not None:
+            self._health_task = asyncio.get_running_loop().create_task(self._refresh_health(self.health_interval))
+
+    async def _refresh_health(self, interval: float) -> None:
+        """Ping in the background so ``sqlspec_ops_database_up`` is current even when nothing probes."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.health.check()
+            except Exception:
+                logger.debug("background readiness ping failed", exc_info=True)
 
     async def _open_pools(self) -> None:
         async def open_one(pool: InstrumentedPool) -> None:
@@ -304,10 +363,73 @@ class SQLSpecOps:
         await asyncio.gather(*(open_one(pool) for pool in self.pools() if not pool.is_open))
 
     async def _check_budget(self) -> None:
-        """Compare workers x pool sizes with what each server allows (see ``budget``)."""
+        """Compare replicas x workers x pool sizes with what each server allows (see ``budget``), once.
+
+        The limits are read through the pools opened just before (no extra connection), or over a
+        standalone connection when a pool could not open; the read is bounded by ``startup_timeout``.
+        A server that cannot be read is reported (warning, verdict ``unknown``), never raised.
+        """
+        if self.budget is not None:
+            return
+        by_config = {id(db.config): db for db in self.databases}
+
+        def borrow(config: Any) -> AbstractAsyncContextManager[Any]:
+            db = by_config.get(id(config))
+            if db is not None and db.pool is not None and db.pool.is_open:
+                return cast("AbstractAsyncContextManager[Any]", config.provide_connection())
+            return standalone_connection(config)
+
+        try:
+            served = pool_demands([(db.name, db.config) for db in self.databases])
+            if self.max_connections is not None:
+                limits = override_limits([pool for pool, _ in served[0]], self.max_connections)
+            else:
+                limits = await fetch_limits(served[0], timeout=self.startup_timeout, borrow=borrow)
+            self._settle_budget(served, limits)
+        except Exception as exc:
+            logger.warning("connection budget check failed (%s); no budget verdict", type(exc).__name__)
+
+    def _budget_without_server(self) -> None:
+        """Judge what needs no I/O when startup ran out of time before the servers' limits were read."""
+        if self.budget is not None:
+            return
+        try:
+            served = pool_demands([(db.name, db.config) for db in self.databases])
+            pools = [pool for pool, _ in served[0]]
+            if self.max_connections is not None:
+                limits = override_limits(pools, self.max_connections)
+            else:
+                reason = f"not read within startup_timeout={self.startup_timeout:g}s"
+                limits = {pool.server: reason for pool in pools if pool.server is not None}
+            self._settle_budget(served, limits)
+        except Exception as exc:
+            logger.warning("connection budget check failed (%s); no budget verdict", type(exc).__name__)
+
+    def _settle_budget(
+        self,
+        served: tuple[list[tuple[PoolDemand, Any]], list[PoolDemand], list[str]],
+        limits: Mapping[str, ServerLimits | str],
+    ) -> None:
+        pools, embedded, unsupported = served
+        report = build_report(
+            [pool for pool, _ in pools],
+            workers=detect_workers(self.workers),
+            replicas=self.replicas,
+            limits=limits,
+            embedded=embedded,
+            unsupported=unsupported,
+        )
+        self.budget = report
+        report.publish(self.metrics)
+        report.log_warnings()
 
     async def shutdown(self) -> None:
         """Close the pools this process opened and the app left open; drop this worker's live gauges."""
+        task, self._health_task = self._health_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for db in self.databases:
             pool = db.pool
             if pool is not None and pool.is_open and db.config.connection_instance is pool:
@@ -395,3 +517,16 @@ def _config_for_session_key(configs: list[Any], key: str | None) -> Any:
         if (settings or {}).get("session_key", "db_session") == key:
             return config
     return None
+
+
+async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
+    """Answer 503 + ``Retry-After`` when no pool connection became free within ``acquire_timeout``.
+
+    An exhausted pool is overload, not a bug: a 503 tells load balancers and clients to back off, and the
+    event is logged once at WARNING instead of as an unhandled exception with a traceback. Apps that
+    register their own handler for ``PoolAcquireTimeout`` keep it.
+    """
+    logger.warning("%s", exc)
+    return JSONResponse(
+        {"detail": "the database is saturated, retry shortly"}, status_code=503, headers={"Retry-After": "1"}
+    )

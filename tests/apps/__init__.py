@@ -1,0 +1,1 @@
+"""Small apps the tests start in subprocesses (uvicorn workers)."""

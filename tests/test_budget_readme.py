@@ -1,0 +1,93 @@
+"""The README's "Connection budget" section: its code and command run as written and print what it shows."""
+
+import contextlib
+import io
+import logging
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqlspec_ops.budget import PoolDemand, ServerLimits, build_report
+from sqlspec_ops.workers import WorkerCount
+from tests.apps.serving import ROOT, clean_env
+from tests.support.postgres import PostgresServer
+
+README = ROOT / "README.md"
+
+
+def _section() -> str:
+    return README.read_text().split("\n## Connection budget\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _blocks(kind: str) -> list[str]:
+    return [str(b) for b in re.findall(rf"```{kind}\n(.*?)```", _section(), re.DOTALL)]
+
+
+@pytest.fixture(scope="module")
+def pg20() -> Iterator[PostgresServer]:
+    """A PostgreSQL server with max_connections=20 (budget 17)."""
+    server = PostgresServer(max_connections=20)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_readme_python_example(pg20: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's check_pool_budget code prints demand 30 against budget 17 and exits 1."""
+    (code,) = _blocks("python")
+    monkeypatch.setenv("DATABASE_URL", pg20.dsn)
+    namespace: dict[str, Any] = {"__name__": "readme_connection_budget"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    assert exited.value.code == 1
+    assert "demand:   30 = 3 x 10 (sum of max_size)" in out.getvalue()
+    assert "budget:   17 = max_connections 20 - superuser_reserved_connections 3" in out.getvalue()
+    assert "max_size that fits per pool: 5" in out.getvalue()
+
+
+def test_readme_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The warning the README quotes is, word for word, what the budget logs for those numbers."""
+    quoted = _blocks("text")[0].strip()
+    pool = PoolDemand(
+        name="primary",
+        adapter="asyncpg",
+        target="127.0.0.1:5432/appdb",
+        server="127.0.0.1:5432",
+        max_size=10,
+        min_size=1,
+        max_explicit=True,
+        min_explicit=True,
+    )
+    report = build_report(
+        [pool],
+        workers=WorkerCount(3, "uvicorn command line"),
+        replicas=1,
+        limits={"127.0.0.1:5432": ServerLimits(max_connections=20, superuser_reserved_connections=3,
+                                               server_version_num=150000)},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="sqlspec_ops.budget"):
+        report.log_warnings()
+    assert [r.getMessage() for r in caplog.records] == [quoted]
+
+
+def test_readme_pipeline_command(pg20: PostgresServer) -> None:
+    """The README's `sqlspec-ops check` command on the example app exits 1 and prints the quoted report."""
+    (command,) = [line for line in _blocks("bash")[0].splitlines() if line.strip()]
+    argv = shlex.split(command)
+    argv[0] = str(Path(sys.executable).parent / argv[0])
+    result = subprocess.run(
+        argv, check=False, cwd=ROOT, env=clean_env(DATABASE_URL=pg20.dsn, LOG_FORMAT="off"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    expected = _blocks("text")[1].replace("127.0.0.1:5432", f"{pg20.host}:{pg20.port}")
+    assert result.stdout.startswith(expected)
