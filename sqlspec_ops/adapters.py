@@ -10,7 +10,7 @@ the parsers return host, port and database only, never the user or the password.
 
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = (
     "Adapter",
@@ -21,6 +21,8 @@ __all__ = (
 )
 
 BorrowStyle = Literal["acquire", "context"]
+
+_PSYCOPG_CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +37,15 @@ class PoolTarget:
 
     @property
     def server(self) -> str | None:
-        """``host:port`` of a database server, None for embedded databases."""
-        if self.db_system == "sqlite":
+        """``host:port`` of a database server, None for embedded databases (and unsupported ones without a host)."""
+        host = self.host
+        if host is not None and ":" in host:  # an IPv6 literal
+            host = f"[{host}]"
+        if self.db_system == "postgresql":  # libpq's defaults apply when the config leaves them out
+            return f"{host or 'localhost'}:{self.port or 5432}"
+        if host is None:
             return None
-        return f"{self.host or 'localhost'}:{self.port or 5432}"
+        return host if self.port is None else f"{host}:{self.port}"
 
     @property
     def label(self) -> str:
@@ -112,6 +119,10 @@ class Adapter:
         """Tell whether the driver raised ``exc`` because no connection became free in time."""
         return isinstance(exc, TimeoutError)
 
+    async def close(self, pool: Any) -> None:
+        """Close a driver pool (what SQLSpec's ``close_pool`` ends up calling)."""
+        await pool.close()
+
 
 class AsyncpgAdapter(Adapter):
     """asyncpg's ``Pool``: public size getters; waiters and wait times need the proxy."""
@@ -156,6 +167,14 @@ class PsycopgAdapter(Adapter):
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """psycopg_pool raises its own ``PoolTimeout``."""
         return isinstance(exc, TimeoutError) or type(exc).__name__ == "PoolTimeout"
+
+    async def close(self, pool: Any) -> None:
+        """Close without psycopg_pool's 5 s wait for workers stuck connecting to a server that never answers.
+
+        The pool is closed either way (psycopg_pool only logs the stuck workers); 5 s per pool would overrun
+        a shutdown's own deadline (asgi-lifespan's is 5 s, Kubernetes' grace period is shared by everything).
+        """
+        await pool.close(timeout=_PSYCOPG_CLOSE_TIMEOUT)
 
 
 class AiosqliteAdapter(Adapter):
@@ -242,16 +261,27 @@ def _parse_url(url: str) -> tuple[str | None, int | None, str | None]:
         host, _, port_text = first[1:].partition("]")
         port_text = port_text.lstrip(":")
     database = unquote(parts.path.lstrip("/")) or None
+    # libpq also takes host, port and dbname as query parameters (Unix sockets: ?host=/run/postgresql)
+    query = parse_qs(parts.query)
+    host = host or query.get("host", [""])[0]
+    port_text = port_text or query.get("port", [""])[0]
+    database = database or query.get("dbname", [None])[0]
     return (unquote(host) or None), _as_port(port_text, None), database
 
 
 def _parse_conninfo(conninfo: str) -> tuple[str | None, int | None, str | None]:
-    values: dict[str, str] = {}
-    for token in conninfo.split():
-        key, sep, value = token.partition("=")
-        if sep:
-            values[key.strip()] = value.strip().strip("'")
-    return values.get("host"), _as_port(values.get("port"), None), values.get("dbname")
+    values: dict[str, Any] = {}
+    try:  # libpq's own parser handles quoting (a quoted password may contain "host=")
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - psycopg is optional
+
+        values = conninfo_to_dict(conninfo)
+    except Exception:  # psycopg missing or a malformed string: never report its text, only fall back
+        for token in conninfo.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                values[key.strip()] = value.strip().strip("'")
+    host, dbname = values.get("host"), values.get("dbname")
+    return (str(host) if host else None), _as_port(values.get("port"), None), (str(dbname) if dbname else None)
 
 
 def _first(value: Any, fallback: str | None) -> str | None:

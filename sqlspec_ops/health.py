@@ -7,6 +7,7 @@ up does not cancel the pings other probes are waiting for.
 Failures are reported by error class only: driver messages can carry hosts, users or worse, and never
 leave this module. Pings use a raw pool connection (``config.provide_connection()``), which goes through
 the pool proxy (so a ping waits like any request would) but fires no SQLSpec statement hooks or spans.
+Configs of adapters sqlspec-ops does not support are listed as ``warn`` ("not checked"), never as down.
 """
 
 import asyncio
@@ -51,21 +52,24 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class HealthReport:
-    """All checks of one run."""
+    """All checks of one run, plus the databases that could not be checked (unsupported adapters)."""
 
     checks: tuple[Check, ...]
+    unchecked: tuple[Check, ...] = ()
     checked_at: float = field(default_factory=monotonic)
 
     @property
     def status(self) -> Status:
-        """``fail`` if any database failed, else ``pass``."""
-        return "fail" if any(c.status == "fail" for c in self.checks) else "pass"
+        """``fail`` if any database failed, ``warn`` if one could not be checked, else ``pass``."""
+        if any(c.status == "fail" for c in self.checks):
+            return "fail"
+        return "warn" if self.unchecked else "pass"
 
     def as_json(self) -> dict[str, Any]:
         """Render the health+json body."""
         return {
             "status": self.status,
-            "checks": {f"{c.pool}:connections": [c.as_json()] for c in self.checks},
+            "checks": {f"{c.pool}:connections": [c.as_json()] for c in (*self.checks, *self.unchecked)},
         }
 
 
@@ -79,6 +83,7 @@ class HealthChecker:
         timeout: float,
         cache_ttl: float,
         on_result: Callable[[HealthReport], None] | None = None,
+        unsupported: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Configure the checker.
 
@@ -87,9 +92,15 @@ class HealthChecker:
             timeout: Seconds one ping may take, acquire included.
             cache_ttl: Seconds a finished run answers further probes.
             on_result: Called with every fresh report (to update the ``database_up`` gauge).
+            unsupported: ``(name, adapter)`` of databases sqlspec-ops cannot ping; reported as ``warn`` so
+                nobody mistakes them for checked (and never as down: a ``warn`` answers 200).
 
         """
         self._pools = pools
+        self._unchecked = tuple(
+            Check(name, adapter, "warn", 0.0, f"not checked: sqlspec-ops does not support {adapter} yet")
+            for name, adapter in unsupported
+        )
         self.timeout = timeout
         self.cache_ttl = cache_ttl
         self._on_result = on_result
@@ -122,7 +133,7 @@ class HealthChecker:
         self.runs += 1
         pools = list(self._pools())
         checks = await asyncio.gather(*(self._ping(pool) for pool in pools))
-        report = HealthReport(tuple(checks))
+        report = HealthReport(tuple(checks), self._unchecked)
         self._last = report
         if self._on_result is not None:
             try:
@@ -132,6 +143,7 @@ class HealthChecker:
         return report
 
     async def _ping(self, pool: InstrumentedPool) -> Check:
+        pool.reattach()
         started = perf_counter()
         try:
             async with asyncio.timeout(self.timeout), pool.config.provide_connection() as connection:

@@ -18,7 +18,7 @@ import re
 import weakref
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -29,6 +29,7 @@ __all__ = (
     "OpsMetrics",
     "metrics_for",
     "multiprocess_dir",
+    "multiprocess_mode",
     "reap_dead_workers",
     "release_worker",
     "render",
@@ -37,11 +38,13 @@ __all__ = (
 POOL_LABEL = "db_client_connection_pool_name"
 # Advisory boundaries of the stable ``db.client.operation.duration`` convention.
 OPERATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-# The connection-time conventions give no boundaries; these resolve both a healthy pool (sub-millisecond
-# acquires) and a starving one (waits of hundreds of milliseconds up to a 30 s driver timeout).
+# The connection-time conventions give no boundaries. These resolve a healthy pool (sub-millisecond acquires)
+# and a starving one (waits of whole hold times, up to a driver's 30 s timeout), with 50 ms steps between
+# 0.1 s and 0.3 s, where waits of a saturated web pool cluster: histogram_quantile() interpolates linearly
+# inside a bucket, so coarse buckets there would turn a 200 ms median into a 250-350 ms estimate.
 POOL_TIME_BUCKETS = (
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
-    0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, OpsMetrics]" = weakref.WeakKeyDictionary()
@@ -160,8 +163,19 @@ def metrics_for(registry: CollectorRegistry | None = None) -> OpsMetrics:
 
 
 def multiprocess_dir() -> str | None:
-    """Return the multiprocess directory when prometheus_client runs in multiprocess mode."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112 - prometheus_client's legacy name or None
+    """Return the multiprocess directory when prometheus_client runs in multiprocess mode, else None.
+
+    The mode is fixed when prometheus_client is imported (it picks file-backed values if the variable is set
+    then), so a variable set later is ignored here too: rendering files nobody writes would show nothing.
+    """
+    if not multiprocess_mode():
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112 - prometheus_client's legacy name
+
+
+def multiprocess_mode() -> bool:
+    """Tell whether prometheus_client writes metric values to per-process files (``PROMETHEUS_MULTIPROC_DIR``)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
 def render(registry: CollectorRegistry | None, accept: str | None) -> tuple[bytes, str]:

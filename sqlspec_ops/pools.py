@@ -9,6 +9,10 @@ driver class is patched.
 
 The proxy opens the driver's pool lazily, the first time a connection is needed (or at application startup),
 so installing it never does I/O and reading its statistics never creates a pool.
+
+In one process the connection gauges read the driver's pool when scraped, so borrowing a connection costs two
+``perf_counter()`` calls, a histogram observation and a dict entry. Under ``PROMETHEUS_MULTIPROC_DIR`` a
+scrape reads the workers' files instead, so each borrow and return also writes the pool's counts there.
 """
 
 import asyncio
@@ -21,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlspec_ops.adapters import Adapter, PoolSizes, PoolTarget
-from sqlspec_ops.metrics import OpsMetrics
+from sqlspec_ops.metrics import OpsMetrics, multiprocess_mode
 
 __all__ = ("InstrumentedPool", "PoolAcquireTimeout", "PoolSnapshot")
 
@@ -125,10 +129,16 @@ class InstrumentedPool:
         self._used_gauge = metrics.connection_count.labels(name, "used")
         self._max_gauge = metrics.connection_max.labels(name)
         self._min_gauge = metrics.connection_idle_min.labels(name)
-        self._max_gauge.set(self.sizes.max_size)
-        self._min_gauge.set(self.sizes.min_size)
-        self._pending_gauge.set(0)
-        self._publish_counts(0, 0)
+        # In one process the gauges read the pool when scraped, so borrowing does no gauge work. Under
+        # several workers a scrape reads files, so every worker writes its pool's state when it changes;
+        # nothing is written before the pool opens, so a master process that imports the app and forks
+        # (gunicorn --preload) leaves no live values of its own to be added to its workers'.
+        self._push = multiprocess_mode()
+        if not self._push:
+            self._idle_gauge.set_function(lambda: self.read()[1])
+            self._used_gauge.set_function(self._used_now)
+            self._pending_gauge.set_function(lambda: self.pending)
+            self._publish_sizes()
         if inner is not None:
             self.wrap(inner)
 
@@ -147,6 +157,7 @@ class InstrumentedPool:
     def wrap(self, pool: Any) -> None:
         """Adopt a driver pool that was created elsewhere (by SQLSpec or the app)."""
         self._inner = pool
+        self._publish_sizes()
         self.publish()
 
     async def open(self) -> Any:
@@ -175,7 +186,25 @@ class InstrumentedPool:
         self._borrowed.clear()
         self._publish_counts(0, 0)
         if pool is not None:
-            await pool.close()
+            await self.adapter.close(pool)
+
+    def reattach(self) -> None:
+        """Stand in as the config's pool again after SQLSpec's ``close_pool()`` let go of the proxy.
+
+        ``close_pool()`` (``close_all_pools()``, the FastAPI plugin's shutdown, an app recycling its pools) sets
+        ``connection_instance`` to None, and the next session then creates a driver pool SQLSpec keeps to
+        itself, unobserved. The readiness ping calls this: a driver pool created meanwhile is adopted (no second
+        pool is opened), otherwise the proxy is put back and opens a pool when next needed. No I/O.
+        """
+        config = self.config
+        current = config.connection_instance
+        if current is self or isinstance(current, InstrumentedPool):
+            return
+        if current is not None:
+            if self._inner is not None and self._inner is not current:
+                return  # the app swapped pools behind our back while ours is open: leave both alone
+            self.wrap(current)
+        config.connection_instance = self
 
     @property
     def is_closed(self) -> bool:
@@ -204,13 +233,23 @@ class InstrumentedPool:
             return 0, 0
 
     def publish(self) -> None:
-        """Push the pool's current state into the gauges."""
-        size, idle = self.read()
-        self._publish_counts(size, idle)
+        """Write the pool's connection counts into the gauges (multiprocess mode; otherwise read at scrape)."""
+        if self._push:
+            size, idle = self.read()
+            self._publish_counts(size, idle)
 
     def _publish_counts(self, size: int, idle: int) -> None:
-        self._idle_gauge.set(idle)
-        self._used_gauge.set(size - idle)
+        if self._push:
+            self._idle_gauge.set(idle)
+            self._used_gauge.set(size - idle)
+
+    def _publish_sizes(self) -> None:
+        self._max_gauge.set(self.sizes.max_size)
+        self._min_gauge.set(self.sizes.min_size)
+
+    def _used_now(self) -> int:
+        size, idle = self.read()
+        return size - idle
 
     def snapshot(self) -> PoolSnapshot:
         """Return the pool's state and recent samples."""
@@ -234,7 +273,8 @@ class InstrumentedPool:
                 held = perf_counter() - started
                 self._use.observe(held)
                 self.recent_holds.append(held)
-            self.publish()
+            if self._push:
+                self.publish()
 
     async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         inner = self._inner if self._inner is not None else await self.open()
@@ -252,7 +292,8 @@ class InstrumentedPool:
             raise
         now = self._end_wait(started)
         self._borrowed[id(connection)] = now
-        self.publish()
+        if self._push:
+            self.publish()
         return connection
 
     @asynccontextmanager
@@ -268,7 +309,8 @@ class InstrumentedPool:
             self._end_wait(started, failed=exc)
             raise
         borrowed = self._end_wait(started)
-        self.publish()
+        if self._push:
+            self.publish()
         try:
             yield connection
         except BaseException as exc:
@@ -284,7 +326,8 @@ class InstrumentedPool:
             held = perf_counter() - borrowed
             self._use.observe(held)
             self.recent_holds.append(held)
-            self.publish()
+            if self._push:
+                self.publish()
 
     @asynccontextmanager
     async def get_connection(self) -> AsyncIterator[Any]:
@@ -297,13 +340,15 @@ class InstrumentedPool:
 
     def _start_wait(self) -> float:
         self.pending += 1
-        self._pending_gauge.inc()
+        if self._push:
+            self._pending_gauge.inc()
         return perf_counter()
 
     def _end_wait(self, started: float, failed: BaseException | None = None) -> float:
         now = perf_counter()
         self.pending -= 1
-        self._pending_gauge.dec()
+        if self._push:
+            self._pending_gauge.dec()
         if failed is None:
             waited = now - started
             self.acquires += 1

@@ -56,7 +56,7 @@ def build_router(ops: "SQLSpecOps") -> APIRouter:
     @router.get("/ready", summary="Readiness: every database answers SELECT 1 through its pool")
     async def ready() -> Response:
         report = await ops.health.check()
-        status = 200 if report.status == "pass" else 503
+        status = 503 if report.status == "fail" else 200
         return JSONResponse(report.as_json(), status_code=status, media_type=HEALTH_JSON, headers=_NO_STORE)
 
     router.add_api_route("/health", ready, methods=["GET"], summary="Alias of /ready")

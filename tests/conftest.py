@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import httpx
 import pytest
+import structlog
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.support.postgres import PostgresServer
 
@@ -35,9 +37,11 @@ def _restore_logging() -> Iterator[None]:
     """Undo configure_logging() and other root-logger changes after each test."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    structlog_config = structlog.get_config()
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    structlog.configure(**structlog_config)
 
 
 @pytest.fixture
@@ -50,9 +54,24 @@ async def superuser(pg: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
+def _state_per_request(app: ASGIApp) -> ASGIApp:
+    """Give each request its own copy of the lifespan state, as uvicorn does.
+
+    asgi-lifespan hands every request the same state dict, so concurrent requests would overwrite each other's
+    ``request.state`` (SQLSpec's FastAPI plugin keeps the request's connection there).
+    """
+
+    async def app_with_request_state(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and "state" in scope:
+            scope = {**scope, "state": dict(scope["state"])}
+        await app(scope, receive, send)
+
+    return app_with_request_state
+
+
 async def serve(app: FastAPI) -> "AsyncIterator[httpx.AsyncClient]":
     """Run the app's lifespan and yield an HTTP client talking to it in-process."""
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(_state_per_request(app)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
