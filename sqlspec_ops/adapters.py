@@ -8,6 +8,7 @@ Targets are parsed from the config's ``connection_config`` because SQLSpec has n
 the parsers return host, port and database only, never the user or the password.
 """
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -18,6 +19,8 @@ __all__ = (
     "PoolTarget",
     "adapter_for",
     "describe_config",
+    "failure_name",
+    "named_configs",
 )
 
 BorrowStyle = Literal["acquire", "context"]
@@ -115,6 +118,14 @@ class Adapter:
         """Run ``SELECT 1`` on a borrowed connection."""
         raise NotImplementedError
 
+    async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
+        """Run a query on a borrowed (or standalone) connection and return its first row as a list."""
+        cursor = await connection.execute(sql)  # psycopg and aiosqlite: cursors, tuple or dict rows
+        row = await cursor.fetchone()
+        if row is None:
+            return []
+        return list(row.values()) if isinstance(row, Mapping) else list(row)
+
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """Tell whether the driver raised ``exc`` because no connection became free in time."""
         return isinstance(exc, TimeoutError)
@@ -140,6 +151,11 @@ class AsyncpgAdapter(Adapter):
     async def ping(self, connection: Any) -> None:
         """Run ``SELECT 1``."""
         await connection.fetchval("SELECT 1")
+
+    async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
+        """Return the first row as a list (asyncpg has no cursors outside transactions)."""
+        record = await connection.fetchrow(sql)
+        return list(record.values()) if record is not None else []
 
 
 class PsycopgAdapter(Adapter):
@@ -232,6 +248,49 @@ def adapter_for(config: Any) -> Adapter | None:
         if adapter is not None:
             return adapter
     return None
+
+
+def named_configs(configs: Any) -> list[tuple[str, Any]]:
+    """Name each config the way metrics label its pool: ``bind_key``, else ``host:port/database``.
+
+    Two configs on one target without a ``bind_key`` get a ``'`` appended so their series stay apart.
+
+    Args:
+        configs: A ``SQLSpec`` or an iterable of SQLSpec configs.
+
+    Returns:
+        ``(name, config)`` pairs, in the order SQLSpec holds them.
+
+    Raises:
+        TypeError: If ``configs`` is neither.
+
+    """
+    if hasattr(configs, "configs") and isinstance(configs.configs, Mapping):
+        configs = list(configs.configs.values())
+    if not isinstance(configs, Iterable):
+        msg = f"expected a SQLSpec or an iterable of SQLSpec configs, got {type(configs).__name__}"
+        raise TypeError(msg)
+    named: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for config in configs:
+        name = getattr(config, "bind_key", None) or describe_config(config).label
+        while name in seen:
+            name += "'"
+        seen.add(name)
+        named.append((name, config))
+    return named
+
+
+def failure_name(exc: BaseException) -> str:
+    """Name a failure by class only (driver messages can carry hosts, users or row values).
+
+    When SQLSpec wrapped a driver error, the driver's class is named too: ``ConnectionTimeoutError(
+    ConnectionDoesNotExistError)`` says more than the wrapper alone.
+    """
+    cause = exc.__cause__
+    if cause is not None and type(exc).__module__.startswith("sqlspec"):
+        return f"{type(exc).__name__}({type(cause).__name__})"
+    return type(exc).__name__
 
 
 def describe_config(config: Any) -> PoolTarget:

@@ -34,7 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlspec_ops.adapters import adapter_for, describe_config
+from sqlspec_ops.adapters import adapter_for, describe_config, failure_name, named_configs
 from sqlspec_ops.metrics import OpsMetrics
 from sqlspec_ops.workers import WorkerCount, detect_workers
 
@@ -44,6 +44,7 @@ __all__ = (
     "PoolDemand",
     "ServerBudget",
     "ServerLimits",
+    "budget_without_limits",
     "build_report",
     "check_pool_budget",
     "check_pool_budget_async",
@@ -52,6 +53,7 @@ __all__ = (
     "override_limits",
     "pool_demands",
     "standalone_connection",
+    "startup_budget",
 )
 
 logger = logging.getLogger("sqlspec_ops.budget")
@@ -300,12 +302,16 @@ class BudgetReport:
         """Return the readable report."""
         return self.render()
 
-    def log_warnings(self, log: logging.Logger = logger) -> None:
+    def log_warnings(self, log: logging.Logger = logger, *, reported: Iterable[str] = ()) -> None:
         """Log one structured WARNING per oversubscribed server, one per server whose min_size demand alone
-        exceeds the budget, and one per server whose limits could not be read.
+        exceeds the budget, and one per server whose limits could not be read (unless ``reported`` names it:
+        startup has already warned that its database is unreachable).
         """  # noqa: D205 - the summary says it all; the wrap is for line length
+        skip = set(reported)
         for server in self.servers:
             if server.verdict == "unknown":
+                if server.server in skip:
+                    continue
                 log.warning(
                     "connection budget of %s unknown: could not read its limits (%s); demand is %d connections",
                     server.server,
@@ -330,35 +336,6 @@ class BudgetReport:
 
 
 # -- building blocks ----------------------------------------------------------------------------------
-
-
-def named_configs(configs: Any) -> list[tuple[str, Any]]:
-    """Name each config like ``SQLSpecOps`` does: ``bind_key``, else ``host:port/database``.
-
-    Args:
-        configs: A ``SQLSpec`` or an iterable of SQLSpec configs.
-
-    Returns:
-        ``(name, config)`` pairs.
-
-    Raises:
-        TypeError: If ``configs`` is neither.
-
-    """
-    if hasattr(configs, "configs") and isinstance(configs.configs, Mapping):
-        configs = list(configs.configs.values())
-    if not isinstance(configs, Iterable):
-        msg = f"expected a SQLSpec or an iterable of SQLSpec configs, got {type(configs).__name__}"
-        raise TypeError(msg)
-    named: list[tuple[str, Any]] = []
-    seen: set[str] = set()
-    for config in configs:
-        name = getattr(config, "bind_key", None) or describe_config(config).label
-        while name in seen:
-            name += "'"
-        seen.add(name)
-        named.append((name, config))
-    return named
 
 
 def pool_demands(
@@ -462,7 +439,11 @@ async def fetch_limits(
 
     async def read(config: Any) -> _Read:
         async with asyncio.timeout(timeout), borrow(config) as connection:
-            return _parse(await _fetch_row(connection))
+            adapter = adapter_for(config)
+            if adapter is None:  # pool_demands() only hands over supported configs
+                msg = f"unsupported config {type(config).__name__}"
+                raise TypeError(msg)
+            return _parse(await adapter.fetch_row(connection, _LIMITS_SQL))
 
     results = await asyncio.gather(*(read(config) for _, config in served), return_exceptions=True)
     by_server: dict[str, list[tuple[PoolDemand, _Read | BaseException]]] = {}
@@ -581,6 +562,85 @@ async def check_pool_budget_async(
     )
 
 
+async def startup_budget(
+    named: Sequence[tuple[str, Any]],
+    *,
+    workers: int | None,
+    replicas: int,
+    max_connections: int | None,
+    timeout: float,  # noqa: ASYNC109 - bounds several concurrent reads as one
+    borrow: Borrow,
+) -> BudgetReport:
+    """Build the report ``SQLSpecOps`` computes once per process at startup (never raises on I/O).
+
+    A server that cannot be read within ``timeout`` gets the verdict ``unknown`` with the error class;
+    :func:`budget_without_limits` is the fallback when startup runs out of time altogether.
+
+    Args:
+        named: ``(name, config)`` pairs.
+        workers: Workers per replica (None: detect).
+        replicas: Replicas running the app.
+        max_connections: Take this as every server's budget (no I/O).
+        timeout: Seconds reading the servers may take.
+        borrow: How to get a connection per config (startup borrows from the open pools).
+
+    Returns:
+        The report.
+
+    """
+    served, embedded, unsupported = pool_demands(named)
+    if max_connections is not None:
+        limits = override_limits([pool for pool, _ in served], max_connections)
+    else:
+        limits = await fetch_limits(served, timeout=timeout, borrow=borrow)
+    return build_report(
+        [pool for pool, _ in served],
+        workers=detect_workers(workers),
+        replicas=replicas,
+        limits=limits,
+        embedded=embedded,
+        unsupported=unsupported,
+    )
+
+
+def budget_without_limits(
+    named: Sequence[tuple[str, Any]],
+    *,
+    workers: int | None,
+    replicas: int,
+    max_connections: int | None,
+    reason: str,
+) -> BudgetReport:
+    """Judge what needs no I/O (startup ran out of time before the servers' limits were read).
+
+    Args:
+        named: ``(name, config)`` pairs.
+        workers: Workers per replica (None: detect).
+        replicas: Replicas running the app.
+        max_connections: The override, which needs no server; None leaves every verdict ``unknown``.
+        reason: Why the limits were not read (shown as the error of ``unknown`` verdicts).
+
+    Returns:
+        The report (demand is always known).
+
+    """
+    served, embedded, unsupported = pool_demands(named)
+    pools = [pool for pool, _ in served]
+    limits: dict[str, ServerLimits | str] = (
+        override_limits(pools, max_connections)
+        if max_connections is not None
+        else {pool.server: reason for pool in pools if pool.server is not None}
+    )
+    return build_report(
+        pools,
+        workers=detect_workers(workers),
+        replicas=replicas,
+        limits=limits,
+        embedded=embedded,
+        unsupported=unsupported,
+    )
+
+
 def check_pool_budget(
     configs: Any,
     *,
@@ -669,15 +729,6 @@ def _run_in_thread(make: Callable[[], Any], timeout: float) -> dict[str, ServerL
     return result
 
 
-async def _fetch_row(connection: Any) -> Sequence[Any]:
-    if hasattr(connection, "fetchrow"):  # asyncpg
-        record = await connection.fetchrow(_LIMITS_SQL)
-        return list(record.values())
-    cursor = await connection.execute(_LIMITS_SQL)  # psycopg (tuple or dict rows, as the config set up)
-    row = await cursor.fetchone()
-    return list(row.values()) if isinstance(row, Mapping) else list(row)
-
-
 def _parse(row: Sequence[Any]) -> _Read:
     mc, su, reserved, version, role, role_limit, database, database_limit = row
     return _Read(
@@ -713,10 +764,7 @@ def _limit(
 def _error_class(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"TimeoutError: no answer within {timeout:g}s"
-    cause = exc.__cause__
-    if cause is not None and type(exc).__module__.startswith("sqlspec"):
-        return f"{type(exc).__name__}({type(cause).__name__})"
-    return type(exc).__name__
+    return failure_name(exc)
 
 
 def _plural(count: int, word: str, plural: str | None = None) -> str:

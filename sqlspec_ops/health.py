@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Any, Literal
 
+from sqlspec_ops.adapters import failure_name
 from sqlspec_ops.pools import InstrumentedPool
 
 __all__ = ("Check", "HealthChecker", "HealthReport")
@@ -149,7 +150,7 @@ class HealthChecker:
             async with asyncio.timeout(self.timeout), pool.config.provide_connection() as connection:
                 await pool.adapter.ping(connection)
         except Exception as exc:
-            check = Check(pool.name, pool.adapter.name, "fail", (perf_counter() - started) * 1000, _error_class(exc))
+            check = Check(pool.name, pool.adapter.name, "fail", (perf_counter() - started) * 1000, failure_name(exc))
         else:
             check = Check(pool.name, pool.adapter.name, "pass", (perf_counter() - started) * 1000)
         self._log_transition(check)
@@ -164,15 +165,13 @@ class HealthChecker:
         if failing:
             self._failing.add(check.pool)
             fields["error_type"] = check.error
-            logger.warning("database unreachable", extra={"extra_fields": fields})
+            logger.warning(
+                "readiness check of pool %s failing (%s): /ops/ready answers 503 until it passes; the app keeps "
+                "serving and retries on use",
+                check.pool,
+                check.error,
+                extra={"extra_fields": fields},
+            )
         else:
             self._failing.discard(check.pool)
-            logger.info("database reachable again", extra={"extra_fields": fields})
-
-
-def _error_class(exc: BaseException) -> str:
-    """Name the failure by class: the root cause when SQLSpec wrapped a driver error."""
-    cause = exc.__cause__
-    if cause is not None and type(exc).__module__.startswith("sqlspec"):
-        return f"{type(exc).__name__}({type(cause).__name__})"
-    return type(exc).__name__
+            logger.info("readiness check of pool %s passing again", check.pool, extra={"extra_fields": fields})

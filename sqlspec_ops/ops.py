@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
@@ -32,17 +32,8 @@ from sqlspec.observability import ObservabilityConfig
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sqlspec_ops.adapters import Adapter, PoolTarget, adapter_for, describe_config
-from sqlspec_ops.budget import (
-    BudgetReport,
-    PoolDemand,
-    ServerLimits,
-    build_report,
-    fetch_limits,
-    override_limits,
-    pool_demands,
-    standalone_connection,
-)
+from sqlspec_ops.adapters import Adapter, PoolTarget, adapter_for, describe_config, failure_name, named_configs
+from sqlspec_ops.budget import BudgetReport, budget_without_limits, standalone_connection, startup_budget
 from sqlspec_ops.health import HealthChecker, HealthReport
 from sqlspec_ops.metrics import metrics_for, reap_dead_workers, release_worker, render
 from sqlspec_ops.middleware import RequestIdMiddleware
@@ -50,7 +41,6 @@ from sqlspec_ops.pools import InstrumentedPool, PoolAcquireTimeout
 from sqlspec_ops.queries import RequestTelemetry, StatementTelemetry
 from sqlspec_ops.router import build_router
 from sqlspec_ops.tracing import resolve_tracer
-from sqlspec_ops.workers import detect_workers
 
 __all__ = ("SQLSpecOps",)
 
@@ -176,17 +166,10 @@ class SQLSpecOps:
     # -- discovery ------------------------------------------------------------------------------------
 
     def _discover(self, spec: SQLSpec) -> list[_Database]:
-        databases: list[_Database] = []
-        seen: set[str] = set()
-        for config in spec.configs.values():
-            adapter = adapter_for(config)
-            target = describe_config(config)
-            name = config.bind_key or target.label
-            while name in seen:  # two configs on one target without bind_key: keep the series apart
-                name += "'"
-            seen.add(name)
-            databases.append(_Database(config, name, target, adapter))
-        return databases
+        return [
+            _Database(config, name, describe_config(config), adapter_for(config))
+            for name, config in named_configs(spec)
+        ]
 
     def pools(self) -> Sequence[InstrumentedPool]:
         """Return the instrumented pools (supported configs only)."""
@@ -324,27 +307,47 @@ class SQLSpecOps:
         if app is not None:
             _attach_plugin_sessions(app, self.spec)
         # One deadline for the whole sequence: a server that accepts TCP and never answers would otherwise
-        # cost startup_timeout per step (pools, then budget) plus health_timeout.
+        # cost startup_timeout per step (pools, then budget) plus health_timeout. A database that is down
+        # gets one warning (the readiness check's); the pool and budget steps stay quiet about it.
         try:
             async with asyncio.timeout(self.startup_timeout):
                 await self._open_pools()
-                await self._check_budget()
-                await self.health.check()
+                health = await self.health.check()
+                await self._check_budget(reported=self._servers_failing(health))
         except TimeoutError:
             logger.warning(
                 "startup checks did not finish within startup_timeout=%ss; serving anyway (see /ops/ready)",
                 self.startup_timeout,
             )
-            self._budget_without_server()
+            if self.budget is None:
+                reason = f"not read within startup_timeout={self.startup_timeout:g}s"
+                budget = budget_without_limits(
+                    self._named(),
+                    workers=self.workers,
+                    replicas=self.replicas,
+                    max_connections=self.max_connections,
+                    reason=reason,
+                )
+                self._settle_budget(budget, reported=[s.server for s in budget.servers])
         if self.health_interval is not None:
             self._health_task = asyncio.get_running_loop().create_task(self._refresh_health(self.health_interval))
 
+    def _servers_failing(self, report: HealthReport) -> list[str]:
+        failing = {check.pool for check in report.checks if check.status == "fail"}
+        return [db.target.server for db in self.databases if db.name in failing and db.target.server is not None]
+
     async def _refresh_health(self, interval: float) -> None:
-        """Ping in the background so ``sqlspec_ops_database_up`` is current even when nothing probes."""
+        """Ping in the background so ``sqlspec_ops_database_up`` is current even when nothing probes.
+
+        A budget left ``unknown`` because a database was down at startup is computed once it answers.
+        """
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.health.check()
+                report = await self.health.check()
+                if self.budget is not None and self.budget.errors and report.status != "fail":
+                    async with asyncio.timeout(self.startup_timeout):
+                        await self._check_budget()
             except Exception:
                 logger.debug("background readiness ping failed", exc_info=True)
 
@@ -353,23 +356,19 @@ class SQLSpecOps:
             try:
                 async with asyncio.timeout(self.startup_timeout):
                     await pool.open()
-            except Exception as exc:
-                logger.warning(
-                    "could not open pool %s at startup (%s); it will be opened on first use",
-                    pool.name,
-                    type(exc).__name__,
-                )
+            except Exception as exc:  # the readiness check that follows reports it (once)
+                logger.debug("could not open pool %s at startup (%s)", pool.name, failure_name(exc))
 
         await asyncio.gather(*(open_one(pool) for pool in self.pools() if not pool.is_open))
 
-    async def _check_budget(self) -> None:
-        """Compare replicas x workers x pool sizes with what each server allows (see ``budget``), once.
+    async def _check_budget(self, *, reported: Sequence[str] = ()) -> None:
+        """Compare replicas x workers x pool sizes with what each server allows, once (see ``budget``).
 
-        The limits are read through the pools opened just before (no extra connection), or over a
-        standalone connection when a pool could not open; the read is bounded by ``startup_timeout``.
-        A server that cannot be read is reported (warning, verdict ``unknown``), never raised.
+        Limits are read through the pools opened just before (no extra connection), or over a standalone
+        connection when a pool could not open. Servers in ``reported`` were already warned about as
+        unreachable, so their ``unknown`` verdict is not warned about twice.
         """
-        if self.budget is not None:
+        if self.budget is not None and not self.budget.errors:
             return
         by_config = {id(db.config): db for db in self.databases}
 
@@ -380,48 +379,26 @@ class SQLSpecOps:
             return standalone_connection(config)
 
         try:
-            served = pool_demands([(db.name, db.config) for db in self.databases])
-            if self.max_connections is not None:
-                limits = override_limits([pool for pool, _ in served[0]], self.max_connections)
-            else:
-                limits = await fetch_limits(served[0], timeout=self.startup_timeout, borrow=borrow)
-            self._settle_budget(served, limits)
+            report = await startup_budget(
+                self._named(),
+                workers=self.workers,
+                replicas=self.replicas,
+                max_connections=self.max_connections,
+                timeout=self.startup_timeout,
+                borrow=borrow,
+            )
         except Exception as exc:
-            logger.warning("connection budget check failed (%s); no budget verdict", type(exc).__name__)
-
-    def _budget_without_server(self) -> None:
-        """Judge what needs no I/O when startup ran out of time before the servers' limits were read."""
-        if self.budget is not None:
+            logger.warning("connection budget check failed (%s); no budget verdict", failure_name(exc))
             return
-        try:
-            served = pool_demands([(db.name, db.config) for db in self.databases])
-            pools = [pool for pool, _ in served[0]]
-            if self.max_connections is not None:
-                limits = override_limits(pools, self.max_connections)
-            else:
-                reason = f"not read within startup_timeout={self.startup_timeout:g}s"
-                limits = {pool.server: reason for pool in pools if pool.server is not None}
-            self._settle_budget(served, limits)
-        except Exception as exc:
-            logger.warning("connection budget check failed (%s); no budget verdict", type(exc).__name__)
+        self._settle_budget(report, reported)
 
-    def _settle_budget(
-        self,
-        served: tuple[list[tuple[PoolDemand, Any]], list[PoolDemand], list[str]],
-        limits: Mapping[str, ServerLimits | str],
-    ) -> None:
-        pools, embedded, unsupported = served
-        report = build_report(
-            [pool for pool, _ in pools],
-            workers=detect_workers(self.workers),
-            replicas=self.replicas,
-            limits=limits,
-            embedded=embedded,
-            unsupported=unsupported,
-        )
+    def _settle_budget(self, report: BudgetReport, reported: Sequence[str] = ()) -> None:
         self.budget = report
         report.publish(self.metrics)
-        report.log_warnings()
+        report.log_warnings(reported=reported)
+
+    def _named(self) -> list[tuple[str, Any]]:
+        return [(db.name, db.config) for db in self.databases]
 
     async def shutdown(self) -> None:
         """Close the pools this process opened and the app left open; drop this worker's live gauges."""

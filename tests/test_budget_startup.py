@@ -40,6 +40,11 @@ def _budget_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
     return [r for r in caplog.records if r.name == "sqlspec_ops.budget" and r.levelno == logging.WARNING]
 
 
+def _our_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Warnings sqlspec-ops logged (the drivers' own retry warnings are theirs, not ours)."""
+    return [r for r in caplog.records if r.name.startswith("sqlspec_ops") and r.levelno >= logging.WARNING]
+
+
 async def test_oversubscribed_startup_warns_once_and_publishes(
     pg20: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -118,7 +123,7 @@ async def test_override_and_replicas_are_used(
 
 
 async def test_database_down_at_startup(registry: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
-    """A stopped PostgreSQL does not stop startup: one budget warning, /ops/ready fails, /ops/live passes."""
+    """A stopped PostgreSQL does not stop startup: one clear warning, /ops/ready fails, /ops/live passes."""
     stopped = PostgresServer(max_connections=20)
     stopped.start()
     stopped.stop()
@@ -127,10 +132,10 @@ async def test_database_down_at_startup(registry: CollectorRegistry, caplog: pyt
         app, ops = _app(stopped.dsn, registry, workers=2, health_timeout=1.0)
         caplog.set_level(logging.INFO)
         async for client in serve(app):
-            (record,) = _budget_warnings(caplog)
+            (record,) = _our_warnings(caplog)
             assert record.getMessage() == (
-                f"connection budget of {server} unknown: could not read its limits (ConnectionRefusedError); "
-                "demand is 20 connections"
+                "readiness check of pool primary failing (ConnectionRefusedError): /ops/ready answers 503 until "
+                "it passes; the app keeps serving and retries on use"
             )
             assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.WARNING)
             assert all(APP_PASSWORD not in r.getMessage() for r in caplog.records)
@@ -152,7 +157,7 @@ async def test_database_down_at_startup(registry: CollectorRegistry, caplog: pyt
 @pytest.mark.parametrize(
     ("options", "verdict", "message"),
     [
-        ({}, "unknown", "could not read its limits (not read within startup_timeout=1s)"),
+        ({}, "unknown", "startup checks did not finish within startup_timeout=1.0s; serving anyway"),
         ({"max_connections": 10}, "oversubscribed", "demand 20 = 1 replica x 2 workers (option)"),
     ],
 )
@@ -171,8 +176,9 @@ async def test_silent_database_at_startup(
         dsn = f"postgresql://app:{APP_PASSWORD}@{server}/appdb"
         app, ops = _app(dsn, registry, workers=2, startup_timeout=1.0, health_timeout=0.5, **options)
         async for client in serve(app):
-            (record,) = _budget_warnings(caplog)
-            assert message in record.getMessage()
+            records = _our_warnings(caplog)
+            assert any(message in r.getMessage() for r in records), [r.getMessage() for r in records]
+            assert len(records) == (1 if verdict == "unknown" else 2)  # + the oversubscription finding
             assert ops.budget is not None
             assert ops.budget.servers[0].verdict == verdict
             assert registry.get_sample_value("sqlspec_ops_connection_demand", {"server": server}) == 20
