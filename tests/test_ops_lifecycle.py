@@ -1,0 +1,118 @@
+"""What SQLSpecOps does around the requests: exhausted pools answer 503, readiness refreshes in the background."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+import pytest
+from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
+from sqlspec import SQLSpec
+from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
+
+from sqlspec_ops import SQLSpecOps
+from tests.conftest import serve
+from tests.support.postgres import PostgresServer
+
+
+def _app(dsn: str, registry: CollectorRegistry, **options: object) -> tuple[FastAPI, SQLSpecOps]:
+    spec = SQLSpec()
+    config = spec.add_config(
+        AsyncpgConfig(connection_config={"dsn": dsn, "min_size": 1, "max_size": 1}, bind_key="primary")
+    )
+    app = FastAPI()
+
+    async def session() -> AsyncIterator[AsyncpgDriver]:
+        async with spec.provide_session(config) as db:
+            yield db
+
+    @app.get("/hold")
+    async def hold(db: Annotated[AsyncpgDriver, Depends(session)]) -> dict[str, int]:
+        await db.select_value("SELECT pg_sleep(0.6)")
+        return {"held": 1}
+
+    ops = SQLSpecOps(spec, registry=registry, **options)  # type: ignore[arg-type]
+    return ops.instrument(app), ops
+
+
+async def _wait_for(predicate: Callable[[], bool], deadline: float) -> bool:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_exhausted_pool_answers_503_with_retry_after(
+    pg: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request that cannot get a connection within acquire_timeout gets 503 + Retry-After, logged once."""
+    app, _ = _app(pg.dsn, registry, acquire_timeout=0.2, health_interval=None)
+    async for client in serve(app):
+        holder = asyncio.create_task(client.get("/hold"))
+        await asyncio.sleep(0.2)  # the only connection is now held
+        started = time.monotonic()
+        response = await client.get("/hold", headers={"X-Request-ID": "starved-1"})
+        waited = time.monotonic() - started
+        assert (await holder).status_code == 200
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["x-request-id"] == "starved-1"
+    assert waited < 0.5
+    warnings = [r for r in caplog.records if r.name == "sqlspec_ops" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "pool 'primary'" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    assert (
+        registry.get_sample_value("db_client_connection_timeouts_total", {"db_client_connection_pool_name": "primary"})
+        == 1
+    )
+
+
+async def test_app_handler_for_pool_timeout_is_kept(pg: PostgresServer, registry: CollectorRegistry) -> None:
+    """An app that handles PoolAcquireTimeout itself keeps its own answer."""
+    from fastapi.responses import PlainTextResponse  # noqa: PLC0415
+
+    from sqlspec_ops import PoolAcquireTimeout  # noqa: PLC0415
+
+    spec = SQLSpec()
+    spec.add_config(AsyncpgConfig(connection_config={"dsn": pg.dsn, "min_size": 1, "max_size": 1}))
+    app = FastAPI()
+
+    async def own(_request: object, _exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("busy", status_code=429)
+
+    app.add_exception_handler(PoolAcquireTimeout, own)
+    SQLSpecOps(spec, registry=registry, health_interval=None).instrument(app)
+    assert app.exception_handlers[PoolAcquireTimeout] is own
+
+
+async def test_readiness_refreshes_without_probes_and_budget_follows() -> None:
+    """With no /ops/ready calls, database_up follows the database, and a budget unknown at startup gets computed."""
+    server = PostgresServer(max_connections=20)
+    server.start()
+    server.stop()  # down at startup
+    registry = CollectorRegistry()
+    try:
+        app, ops = _app(server.dsn, registry, health_interval=0.3, health_timeout=0.5, workers=3)
+        labels = {"db_client_connection_pool_name": "primary"}
+
+        def up() -> float | None:
+            return registry.get_sample_value("sqlspec_ops_database_up", labels)
+
+        async for _client in serve(app):
+            assert up() == 0
+            assert ops.budget is not None
+            assert ops.budget.errors
+            server.start()
+            assert await _wait_for(lambda: up() == 1, deadline=15)
+            assert await _wait_for(lambda: ops.budget is not None and not ops.budget.errors, deadline=5)
+            assert ops.budget.servers[0].verdict == "within budget"  # 3 x 1 <= 17
+            assert ops.health.runs >= 2
+            server.stop()
+            assert await _wait_for(lambda: up() == 0, deadline=5)
+    finally:
+        server.cleanup()
