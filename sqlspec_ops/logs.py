@@ -24,6 +24,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from sqlspec_ops.context import get_request_id
+from sqlspec_ops.middleware import EXCEPTION_REQUEST_ID
 
 __all__ = ("add_request_id", "add_trace_context", "configure_logging", "shared_processors")
 
@@ -45,17 +46,32 @@ _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.erro
 
 
 def add_request_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """Add ``request_id`` from the current request or, for stdlib records, SQLSpec's correlation ID."""
+    """Add ``request_id``: the current request's, else SQLSpec's correlation ID, else the failed request's.
+
+    The last case is the server's own report of an unhandled exception ("Exception in ASGI application"),
+    logged after the request's context is gone; the middleware tagged the exception with the ID.
+    """
     if event_dict.get("request_id") is None:
         request_id = get_request_id()
         if request_id is None:
             record = event_dict.get("_record")
             request_id = getattr(record, "correlation_id", None) if record is not None else None
+            if request_id is None:
+                request_id = _exception_request_id(record, event_dict)
         if request_id is not None:
             event_dict["request_id"] = request_id
         else:
             event_dict.pop("request_id", None)
     return event_dict
+
+
+def _exception_request_id(record: logging.LogRecord | None, event_dict: EventDict) -> str | None:
+    exc_info = record.exc_info if record is not None else event_dict.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    request_id = getattr(exc, EXCEPTION_REQUEST_ID, None) if isinstance(exc, BaseException) else None
+    return request_id if isinstance(request_id, str) else None
 
 
 def add_trace_context(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
@@ -120,8 +136,9 @@ def configure_logging(
 ) -> None:
     """Route stdlib logging and structlog through one pipeline.
 
-    Replaces the root logger's handlers, makes uvicorn's and gunicorn's loggers propagate to it, and
-    configures structlog to render through the same handler.
+    Replaces the root logger's handlers, makes uvicorn's and gunicorn's loggers propagate to it (except one
+    the server silenced, as ``uvicorn --no-access-log`` does), and configures structlog to render through the
+    same handler.
 
     Args:
         json: Render JSON lines; None picks JSON when the stream is not a TTY.
@@ -151,6 +168,8 @@ def configure_logging(
     root.setLevel(level)
     for name in _UVICORN_LOGGERS:
         named = logging.getLogger(name)
+        if not named.handlers and not named.propagate:
+            continue  # silenced on purpose (uvicorn --no-access-log): keep it silent
         named.handlers.clear()
         named.propagate = True
 

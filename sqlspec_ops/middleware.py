@@ -10,7 +10,9 @@ duration of the request the ID is bound to:
 
 Everything is reset when the request ends, so nothing leaks into the next one. The ID is echoed on every
 HTTP response (4xx/5xx included; install the middleware outermost, as ``SQLSpecOps.instrument`` does, to
-cover responses of unhandled exceptions too) and on the WebSocket handshake acceptance.
+cover responses of unhandled exceptions too) and on the WebSocket handshake (acceptance or denial response).
+An exception escaping the app is tagged with the ID, so the server's "Exception in ASGI application" line,
+logged after the context is reset, still carries it through :func:`sqlspec_ops.configure_logging`.
 
 Usage::
 
@@ -19,6 +21,7 @@ Usage::
 
 import re
 from collections.abc import Callable
+from contextlib import suppress
 from contextvars import ContextVar
 from random import getrandbits as _getrandbits
 from typing import Any, Protocol
@@ -29,9 +32,19 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from sqlspec_ops.context import RequestQueries, _queries, _request_id
 
-__all__ = ("RequestHooks", "RequestIdMiddleware", "generate_request_id", "is_valid_request_id")
+__all__ = (
+    "EXCEPTION_REQUEST_ID",
+    "RequestHooks",
+    "RequestIdMiddleware",
+    "generate_request_id",
+    "is_valid_request_id",
+    "tag_exception",
+)
 
 _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+# Messages that carry response headers: HTTP responses, WebSocket handshake acceptance and denial responses.
+_STARTS_RESPONSE = frozenset(("http.response.start", "websocket.accept", "websocket.http.response.start"))
+EXCEPTION_REQUEST_ID = "_sqlspec_ops_request_id"
 # SQLSpec exposes the class-level ContextVar; setting it directly gives us a token to reset with.
 _correlation_var = CorrelationContext._correlation_id  # noqa: SLF001
 
@@ -145,8 +158,7 @@ class RequestIdMiddleware:
         server_timing = queries is not None and hooks is not None and hooks.server_timing
 
         async def send_with_id(message: Message) -> None:
-            message_type = message["type"]
-            if message_type == "http.response.start" or message_type == "websocket.accept":  # noqa: PLR1714
+            if message["type"] in _STARTS_RESPONSE:
                 headers = _raw_headers(message)
                 _replace(headers, header)  # the app may have set the header itself
                 if server_timing and queries is not None and queries.count:
@@ -159,6 +171,11 @@ class RequestIdMiddleware:
         queries_token = _queries.set(queries)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # The server logs this exception after the context below is reset: the tag lets the log pipeline
+            # (sqlspec_ops.logs) still put this request's ID on that line.
+            tag_exception(exc, request_id)
+            raise
         finally:
             if queries is not None and hooks is not None:
                 hooks.finish(scope, queries, request_id)
@@ -166,6 +183,13 @@ class RequestIdMiddleware:
             _structlog_var.reset(structlog_token)
             _correlation_var.reset(correlation_token)
             _request_id.reset(id_token)
+
+
+def tag_exception(exc: BaseException, request_id: str) -> None:
+    """Record on an exception which request raised it (the innermost request wins when nested)."""
+    with suppress(AttributeError, TypeError):  # exception types with __slots__ or read-only attributes
+        if getattr(exc, EXCEPTION_REQUEST_ID, None) is None:
+            setattr(exc, EXCEPTION_REQUEST_ID, request_id)
 
 
 def _raw_headers(message: Message) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,1 @@
+"""Runnable examples of sqlspec-ops (importable as ``examples.app`` for ``uvicorn`` and the tests)."""
