@@ -193,8 +193,12 @@ async def _drive_load(base_url: str) -> None:
             ]
             responses = await asyncio.gather(*requests)
             assert any(response.status_code == httpx.codes.OK for response in responses)
+        # Failing statements once more, one at a time: under the concurrent rounds they may all have given up
+        # waiting for a connection (503) before reaching the database.
+        failed = [await client.get("/demo/fail") for _ in range(3)]
+        assert all(response.status_code == httpx.codes.INTERNAL_SERVER_ERROR for response in failed), failed
         # More callers holding connections for 1 s than two pools of two can serve within the 0.5 s acquire
-        # timeout: some wait, some give up (HTTP 500).
+        # timeout: some wait, some give up (HTTP 503).
         starved = await asyncio.gather(*(client.get("/demo/slow", params={"seconds": 1}) for _ in range(12)))
         assert any(response.status_code != httpx.codes.OK for response in starved), "no acquire timed out"
         await client.delete(f"/users/{ids[-1]}")
