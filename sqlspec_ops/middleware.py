@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from contextlib import suppress
 from contextvars import ContextVar
-from random import getrandbits as _getrandbits
+from random import randbytes as _randbytes
 from typing import Any, Protocol
 
 from sqlspec.utils.correlation import CorrelationContext
@@ -79,7 +79,7 @@ def generate_request_id() -> str:
     IDs need to be unique, not unpredictable, so the per-process PRNG (re-seeded in every forked worker)
     is used instead of a system call per request.
     """
-    return f"{_getrandbits(128):032x}"
+    return _randbytes(16).hex()  # noqa: S311 - unique, not secret
 
 
 class RequestHooks(Protocol):
@@ -202,12 +202,13 @@ def _raw_headers(message: Message) -> list[tuple[bytes, bytes]]:
 
 def _replace(headers: list[tuple[bytes, bytes]], header: tuple[bytes, bytes]) -> None:
     key = header[0]
+    size = len(key)
     for index, (name, _) in enumerate(headers):
-        if name.lower() == key:
+        if len(name) == size and name.lower() == key:  # the length check skips lower() for most headers
             headers[index] = header
             return
     headers.append(header)
 
 
 def _server_timing(queries: RequestQueries) -> bytes:
-    return f'db;dur={queries.seconds * 1000:.2f};desc="{queries.count} queries"'.encode("ascii")
+    return b'db;dur=%.2f;desc="%d queries"' % (queries.seconds * 1000, queries.count)
