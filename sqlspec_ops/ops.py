@@ -131,6 +131,9 @@ class SQLSpecOps:
         if replicas < 1 or (workers is not None and workers < 1):
             msg = "replicas and workers must be at least 1"
             raise ValueError(msg)
+        if token is not None and not token.strip():
+            msg = "token must be a non-empty string (or None to read SQLSPEC_OPS_TOKEN / leave the endpoints open)"
+            raise ValueError(msg)
         self.spec = spec
         self.prefix = prefix
         self.workers = workers

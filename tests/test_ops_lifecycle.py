@@ -116,3 +116,23 @@ async def test_readiness_refreshes_without_probes_and_budget_follows() -> None:
             assert await _wait_for(lambda: up() == 0, deadline=5)
     finally:
         server.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prefix": "ops"}, "prefix must start with '/'"),
+        ({"prefix": "/ops/"}, "prefix must start with '/'"),
+        ({"health_timeout": 0}, "health_timeout must be a positive number"),
+        ({"startup_timeout": -1}, "startup_timeout must be a positive number"),
+        ({"acquire_timeout": 0}, "acquire_timeout must be positive or None"),
+        ({"health_interval": 0}, "health_interval must be positive or None"),
+        ({"replicas": 0}, "replicas and workers must be at least 1"),
+        ({"workers": 0}, "replicas and workers must be at least 1"),
+        ({"token": "  "}, "token must be a non-empty string"),
+    ],
+)
+def test_invalid_options_raise_a_clear_error(options: dict[str, object], message: str) -> None:
+    """Each invalid option is refused at construction with a message that names it."""
+    with pytest.raises(ValueError, match=message):
+        SQLSpecOps(SQLSpec(), registry=CollectorRegistry(), **options)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ its postmaster. It creates an application role with a password (scram) and a dat
 exactly as a deployed app would.
 """
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -159,6 +160,9 @@ class PostgresServer:
             os.chown(self.log, pg.pw_uid, pg.pw_gid)
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
         self.pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        # Even if the test session dies before its fixtures' finalizers run (an internal error, a kill by
+        # the timeout), the server goes with the interpreter instead of outliving it.
+        atexit.register(self.cleanup)
         if first:
             self._create_app_role()
         return self
