@@ -260,3 +260,28 @@ async def test_aiosqlite_max_size_is_called_out(
         ready = await client.get("/ops/ready")
         assert time.perf_counter() - started < 0.5 + 0.5
         assert ready.status_code == 503
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("app_requests", "route"),  # the legacy character set: the fast OpenMetrics path
+        ("app.requests", "route"),  # a dotted metric name: the negotiated escaping is used
+        ("app_requests", "z.route"),  # a dotted label name after a legacy one
+    ],
+)
+def test_openmetrics_render_matches_prometheus_client(names: tuple[str, str]) -> None:
+    """/ops/metrics' OpenMetrics body is byte for byte what prometheus_client's negotiated encoder writes."""
+    from prometheus_client import Counter  # noqa: PLC0415
+    from prometheus_client.exposition import choose_encoder  # noqa: PLC0415
+
+    from sqlspec_ops.metrics import metrics_for, render  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    metrics = metrics_for(registry)
+    metrics.operation_duration.labels("postgresql", "SELECT", "main", "").observe(0.002)
+    metric, label = names
+    Counter(metric, "An app metric.", ["a", label], registry=registry).labels("x", 'v"1,"').inc()
+    accept = "application/openmetrics-text; version=1.0.0"
+    encoder, content_type = choose_encoder(accept)
+    assert render(registry, accept) == (encoder(registry), content_type)
