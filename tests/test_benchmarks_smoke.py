@@ -1,0 +1,50 @@
+"""The HTTP and render benchmarks keep working: their seconds-long smoke runs measure every variant.
+
+Speed is judged by the full runs (``python -m benchmarks.throughput`` / ``benchmarks.render``), never by a test.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(module: str, output: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_quick_throughput_run_measures_every_variant(tmp_path: Path) -> None:
+    """``--quick`` serves every variant with uvicorn, drives both endpoints with wrk and reports ratios to bare."""
+    _run("benchmarks.throughput", tmp_path)
+    data = json.loads((tmp_path / "http-quick.json").read_text())
+    summary = data["throughput"]["summary"]
+    assert set(summary) == {"bare", "ops", "ops_tracing", "anchors"}
+    for variant, endpoints in summary.items():
+        for name in ("users", "ping"):
+            assert endpoints[name]["rps"] > 0, (variant, name)
+            assert endpoints[name]["non_2xx"] == 0, (variant, name)
+    assert summary["bare"]["users"]["ratio_to_bare"] == 1.0
+    assert "| ops |" in (tmp_path / "http-quick.md").read_text()
+
+
+def test_quick_render_run_times_both_formats(tmp_path: Path) -> None:
+    """``--quick`` builds the 8-pool, 50-route app and times /ops/metrics in both exposition formats."""
+    _run("benchmarks.render", tmp_path)
+    data = json.loads((tmp_path / "render-quick.json").read_text())
+    assert (data["pools"], data["routes"]) == (8, 50)
+    for mode in ("text", "openmetrics"):
+        assert data["results"][mode]["median_ms"] > 0
+        assert data["results"][mode]["series"] > 500
