@@ -87,6 +87,11 @@ def create_app(variant: str | None = None) -> FastAPI:
     async def ping() -> dict[str, bool]:
         return {"ok": True}
 
+    _instrument(app, spec, variant, provider)
+    return app
+
+
+def _instrument(app: FastAPI, spec: SQLSpec, variant: str, provider: Any) -> None:
     if variant in ("ops", "ops_tracing"):
         from sqlspec_ops import SQLSpecOps  # noqa: PLC0415
 
@@ -99,7 +104,6 @@ def create_app(variant: str | None = None) -> FastAPI:
         app.add_middleware(CorrelationIdMiddleware)
         Instrumentator().instrument(app).expose(app, endpoint="/metrics")
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    return app
 
 
 app = create_app() if "DATABASE_URL" in os.environ else None

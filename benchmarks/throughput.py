@@ -75,7 +75,7 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT)  # noqa: S603
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT)
         self._wait_ready()
 
     @property
@@ -121,7 +121,7 @@ def wrk(url: str, path: str, seconds: float, pin: list[str], *, connections: int
     if path.startswith("/users"):
         args += ["-s", script.name]
     try:
-        out = subprocess.run([*args, url + path], capture_output=True, text=True, check=True).stdout  # noqa: S603
+        out = subprocess.run([*args, url + path], capture_output=True, text=True, check=True).stdout
     finally:
         Path(script.name).unlink(missing_ok=True)
     return {
@@ -227,8 +227,10 @@ def memory(dsn: str, total_requests: int) -> dict[str, Any]:
 
 def _markdown(data: dict[str, Any]) -> str:
     lines = [
-        f"Measured {data['measured_at']} on {data['machine']} ({data['rounds']} rounds x {data['seconds']} s, "
-        "wrk -t1 -c32, uvicorn 1 worker + uvloop + httptools, server and load on different CPUs).",
+        (
+            f"Measured {data['measured_at']} on {data['machine']} ({data['rounds']} rounds x {data['seconds']} s, "
+            "wrk -t1 -c32, uvicorn 1 worker + uvloop + httptools, server and load on different CPUs)."
+        ),
         "",
         "| variant | /users req/s | ratio | p50 ms | p99 ms | /ping req/s | ratio | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -244,10 +246,13 @@ def _markdown(data: dict[str, Any]) -> str:
         mem = data["memory"]
         lines += [
             "",
-            f"RSS after {mem['ops']['requests']:,} requests: bare {mem['bare']['rss_after_mib']} MiB, "
-            f"ops {mem['ops']['rss_after_mib']} MiB (growth of ops over bare: {mem['rss_growth_ops_over_bare_mib']} "
-            f"MiB); ops metric series {mem['ops']['metric_series_before']} before, "
-            f"{mem['ops']['metric_series_after']} after (distinct request and user IDs add none).",
+            (
+                f"RSS after {mem['ops']['requests']:,} requests: bare {mem['bare']['rss_after_mib']} MiB, "
+                f"ops {mem['ops']['rss_after_mib']} MiB "
+                f"(growth of ops over bare: {mem['rss_growth_ops_over_bare_mib']} MiB); "
+                f"ops metric series {mem['ops']['metric_series_before']} before, "
+                f"{mem['ops']['metric_series_after']} after (distinct request and user IDs add none)."
+            ),
         ]
     return "\n".join(lines) + "\n"
 
