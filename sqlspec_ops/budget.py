@@ -53,7 +53,6 @@ __all__ = (
     "override_limits",
     "pool_demands",
     "standalone_connection",
-    "startup_budget",
 )
 
 logger = logging.getLogger("sqlspec_ops.budget")
@@ -547,60 +546,13 @@ async def check_pool_budget_async(
 
     """
     named, worker_count = _prepare(configs, workers, replicas, max_connections, timeout)
-    served, embedded, unsupported = pool_demands(named)
+    demands = pool_demands(named)
+    served = demands[0]
     if max_connections is not None:
         limits = override_limits([p for p, _ in served], max_connections)
     else:
         limits = await fetch_limits(served, timeout=timeout, borrow=borrow)
-    return build_report(
-        [p for p, _ in served],
-        workers=worker_count,
-        replicas=replicas,
-        limits=limits,
-        embedded=embedded,
-        unsupported=unsupported,
-    )
-
-
-async def startup_budget(
-    named: Sequence[tuple[str, Any]],
-    *,
-    workers: int | None,
-    replicas: int,
-    max_connections: int | None,
-    timeout: float,  # noqa: ASYNC109 - bounds several concurrent reads as one
-    borrow: Borrow,
-) -> BudgetReport:
-    """Build the report ``SQLSpecOps`` computes once per process at startup (never raises on I/O).
-
-    A server that cannot be read within ``timeout`` gets the verdict ``unknown`` with the error class;
-    :func:`budget_without_limits` is the fallback when startup runs out of time altogether.
-
-    Args:
-        named: ``(name, config)`` pairs.
-        workers: Workers per replica (None: detect).
-        replicas: Replicas running the app.
-        max_connections: Take this as every server's budget (no I/O).
-        timeout: Seconds reading the servers may take.
-        borrow: How to get a connection per config (startup borrows from the open pools).
-
-    Returns:
-        The report.
-
-    """
-    served, embedded, unsupported = pool_demands(named)
-    if max_connections is not None:
-        limits = override_limits([pool for pool, _ in served], max_connections)
-    else:
-        limits = await fetch_limits(served, timeout=timeout, borrow=borrow)
-    return build_report(
-        [pool for pool, _ in served],
-        workers=detect_workers(workers),
-        replicas=replicas,
-        limits=limits,
-        embedded=embedded,
-        unsupported=unsupported,
-    )
+    return _judge(demands, worker_count, replicas, limits)
 
 
 def budget_without_limits(
@@ -624,21 +576,14 @@ def budget_without_limits(
         The report (demand is always known).
 
     """
-    served, embedded, unsupported = pool_demands(named)
-    pools = [pool for pool, _ in served]
+    demands = pool_demands(named)
+    pools = [pool for pool, _ in demands[0]]
     limits: dict[str, ServerLimits | str] = (
         override_limits(pools, max_connections)
         if max_connections is not None
         else {pool.server: reason for pool in pools if pool.server is not None}
     )
-    return build_report(
-        pools,
-        workers=detect_workers(workers),
-        replicas=replicas,
-        limits=limits,
-        embedded=embedded,
-        unsupported=unsupported,
-    )
+    return _judge(demands, detect_workers(workers), replicas, limits)
 
 
 def check_pool_budget(
@@ -672,14 +617,25 @@ def check_pool_budget(
 
     """
     named, worker_count = _prepare(configs, workers, replicas, max_connections, timeout)
-    served, embedded, unsupported = pool_demands(named)
+    demands = pool_demands(named)
+    served = demands[0]
     if max_connections is not None or not served:
         limits = override_limits([p for p, _ in served], max_connections) if max_connections is not None else {}
     else:
         limits = _run_in_thread(lambda: fetch_limits(served, timeout=timeout), timeout)
+    return _judge(demands, worker_count, replicas, limits)
+
+
+def _judge(
+    demands: tuple[list[tuple[PoolDemand, Any]], list[PoolDemand], list[str]],
+    workers: WorkerCount,
+    replicas: int,
+    limits: Mapping[str, ServerLimits | str],
+) -> BudgetReport:
+    served, embedded, unsupported = demands
     return build_report(
-        [p for p, _ in served],
-        workers=worker_count,
+        [pool for pool, _ in served],
+        workers=workers,
         replicas=replicas,
         limits=limits,
         embedded=embedded,

@@ -33,7 +33,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sqlspec_ops.adapters import Adapter, PoolTarget, adapter_for, describe_config, failure_name, named_configs
-from sqlspec_ops.budget import BudgetReport, budget_without_limits, standalone_connection, startup_budget
+from sqlspec_ops.budget import BudgetReport, budget_without_limits, check_pool_budget_async, standalone_connection
 from sqlspec_ops.health import HealthChecker, HealthReport
 from sqlspec_ops.metrics import metrics_for, reap_dead_workers, release_worker, render
 from sqlspec_ops.middleware import RequestIdMiddleware
@@ -130,6 +130,11 @@ class SQLSpecOps:
             raise ValueError(msg)
         if replicas < 1 or (workers is not None and workers < 1):
             msg = "replicas and workers must be at least 1"
+            raise ValueError(msg)
+        if max_connections is not None and max_connections < 1:
+            msg = (
+                f"max_connections must be a positive integer or None (read it from the server), got {max_connections!r}"
+            )
             raise ValueError(msg)
         if token is not None and not token.strip():
             msg = "token must be a non-empty string (or None to read SQLSPEC_OPS_TOKEN / leave the endpoints open)"
@@ -382,8 +387,8 @@ class SQLSpecOps:
             return standalone_connection(config)
 
         try:
-            report = await startup_budget(
-                self._named(),
+            report = await check_pool_budget_async(
+                [db.config for db in self.databases],  # named as in the metrics: the same naming function
                 workers=self.workers,
                 replicas=self.replicas,
                 max_connections=self.max_connections,

@@ -26,6 +26,17 @@ def pg() -> Iterator[PostgresServer]:
         server.cleanup()
 
 
+@pytest.fixture(scope="module")
+def pg20() -> Iterator[PostgresServer]:
+    """A PostgreSQL server with max_connections=20 (budget 17 after PostgreSQL 15's 3 superuser slots)."""
+    server = PostgresServer(max_connections=20)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture
 def registry() -> CollectorRegistry:
     """A fresh Prometheus registry, so tests never see each other's samples."""

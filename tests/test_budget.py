@@ -4,7 +4,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -16,17 +15,6 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 from sqlspec_ops import check_pool_budget
 from sqlspec_ops.budget import BudgetReport, check_pool_budget_async
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
-
-
-@pytest.fixture(scope="module")
-def pg20() -> Iterator[PostgresServer]:
-    """A PostgreSQL server with max_connections=20 (budget 17 after the 3 superuser slots of PG15)."""
-    server = PostgresServer(max_connections=20)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _asyncpg(dsn: str, *, max_size: int = 10, min_size: int = 1, bind_key: str | None = None) -> AsyncpgConfig:

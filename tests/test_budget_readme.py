@@ -7,7 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ def _section() -> str:
 
 def _blocks(kind: str) -> list[str]:
     return [str(b) for b in re.findall(rf"```{kind}\n(.*?)```", _section(), re.DOTALL)]
-
-
-@pytest.fixture(scope="module")
-def pg20() -> Iterator[PostgresServer]:
-    """A PostgreSQL server with max_connections=20 (budget 17)."""
-    server = PostgresServer(max_connections=20)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def test_readme_python_example(pg20: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:

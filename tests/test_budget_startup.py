@@ -2,7 +2,6 @@
 
 import logging
 import socket
-from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
@@ -13,17 +12,6 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec_ops import SQLSpecOps
 from tests.conftest import serve
 from tests.support.postgres import APP_PASSWORD, PostgresServer
-
-
-@pytest.fixture(scope="module")
-def pg20() -> Iterator[PostgresServer]:
-    """A PostgreSQL server with max_connections=20 (budget 17)."""
-    server = PostgresServer(max_connections=20)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _app(dsn: str, registry: CollectorRegistry, *, min_size: int = 1, **options: object) -> tuple[FastAPI, SQLSpecOps]:

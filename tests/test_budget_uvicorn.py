@@ -1,6 +1,5 @@
 """The acceptance run: a real `uvicorn --workers 3` against PostgreSQL with max_connections=20."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,17 +9,6 @@ from tests.apps.serving import ServerProcess, clean_env, running_server
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def pg20() -> Iterator[PostgresServer]:
-    """A PostgreSQL server with max_connections=20 (budget 17)."""
-    server = PostgresServer(max_connections=20)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _uvicorn(workers: int) -> list[str]:

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ from tests.apps.serving import ROOT, clean_env
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
 
 SCRIPT = str(Path(sys.executable).parent / "sqlspec-ops")
-
-
-@pytest.fixture(scope="module")
-def pg20() -> Iterator[PostgresServer]:
-    """A PostgreSQL server with max_connections=20 (budget 17)."""
-    server = PostgresServer(max_connections=20)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _run(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
