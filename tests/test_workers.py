@@ -125,11 +125,8 @@ def test_process_cmdlines_reads_this_process() -> None:
     assert process_cmdlines()[0] == sys.orig_argv
 
 
-@pytest.mark.slow
-def test_real_uvicorn_workers_detect_the_count() -> None:
-    """Every worker of a real `python -m uvicorn --workers=2` finds 2 from its parent's command line."""
-    command = [sys.executable, "-m", "uvicorn", "tests.apps.budget_app:create_app", "--factory",
-               "--host", "127.0.0.1", "--port", "{port}", "--workers=2"]  # fmt: skip
+def _answers_of_two_workers(command: list[str], server_name: str) -> list[dict[str, object]]:
+    """Serve the budget app with ``command`` and collect what each of its two workers detected."""
     with running_server(command, clean_env()) as server:
         seen: dict[int, dict[str, object]] = {}
 
@@ -141,9 +138,18 @@ def test_real_uvicorn_workers_detect_the_count() -> None:
             seen[int(body.pop("pid"))] = body
             return len(seen) == 2
 
-        server.wait_for(both_workers_answered, "both uvicorn workers to answer /workers")
+        server.wait_for(both_workers_answered, f"both {server_name} workers to answer /workers")
     assert server.process.pid not in seen  # the answers came from spawned workers, not the master
-    assert list(seen.values()) == [{"count": 2, "source": "uvicorn command line"}] * 2
+    return list(seen.values())
+
+
+@pytest.mark.slow
+def test_real_uvicorn_workers_detect_the_count() -> None:
+    """Every worker of a real `python -m uvicorn --workers=2` finds 2 from its parent's command line."""
+    command = [sys.executable, "-m", "uvicorn", "tests.apps.budget_app:create_app", "--factory",
+               "--host", "127.0.0.1", "--port", "{port}", "--workers=2"]  # fmt: skip
+    answers = _answers_of_two_workers(command, "uvicorn")
+    assert answers == [{"count": 2, "source": "uvicorn command line"}] * 2
 
 
 @pytest.mark.slow
@@ -151,17 +157,5 @@ def test_real_gunicorn_workers_detect_the_count() -> None:
     """Every worker of a real `gunicorn -k uvicorn.workers.UvicornWorker -w 2` finds 2 on its command line."""
     command = ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b", "127.0.0.1:{port}",
                "tests.apps.budget_app:create_app()"]  # fmt: skip
-    with running_server(command, clean_env()) as server:
-        seen: dict[int, dict[str, object]] = {}
-
-        def both_workers_answered() -> bool:
-            try:
-                body = server.get("/workers").json()
-            except Exception:
-                return False
-            seen[int(body.pop("pid"))] = body
-            return len(seen) == 2
-
-        server.wait_for(both_workers_answered, "both gunicorn workers to answer /workers")
-    assert server.process.pid not in seen
-    assert list(seen.values()) == [{"count": 2, "source": "gunicorn command line"}] * 2
+    answers = _answers_of_two_workers(command, "gunicorn")
+    assert answers == [{"count": 2, "source": "gunicorn command line"}] * 2
