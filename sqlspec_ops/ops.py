@@ -232,24 +232,20 @@ class SQLSpecOps:
 
     def _install_pool(self, db: _Database) -> None:
         assert db.adapter is not None  # noqa: S101 - callers filter unsupported configs
-        current = db.config.connection_instance
-        if db.pool is not None and current is db.pool:
-            return
-        if isinstance(current, InstrumentedPool):  # another SQLSpecOps got there first: share its proxy
-            db.pool = current
-            return
         if db.pool is None:
-            db.pool = InstrumentedPool(
-                db.config,
-                db.adapter,
-                name=db.name,
-                target=db.target,
-                metrics=self.metrics,
-                acquire_timeout=self.acquire_timeout,
-            )
-        if current is not None:
-            db.pool.wrap(current)
-        db.config.connection_instance = db.pool
+            current = db.config.connection_instance
+            if isinstance(current, InstrumentedPool):  # another SQLSpecOps got there first: share its proxy
+                db.pool = current
+            else:
+                db.pool = InstrumentedPool(
+                    db.config,
+                    db.adapter,
+                    name=db.name,
+                    target=db.target,
+                    metrics=self.metrics,
+                    acquire_timeout=self.acquire_timeout,
+                )
+        db.pool.reattach()  # adopts a driver pool the app already created; no I/O
 
     def _wrap_middleware(self, app: FastAPI) -> None:
         build = app.build_middleware_stack
