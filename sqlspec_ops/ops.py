@@ -37,6 +37,7 @@ from sqlspec_ops.budget import BudgetReport, budget_without_limits, check_pool_b
 from sqlspec_ops.health import HealthChecker, HealthReport
 from sqlspec_ops.metrics import metrics_for, reap_dead_workers, release_worker, render
 from sqlspec_ops.middleware import RequestIdMiddleware
+from sqlspec_ops.plugin import attach_plugin_sessions
 from sqlspec_ops.pools import InstrumentedPool, PoolAcquireTimeout
 from sqlspec_ops.queries import RequestTelemetry, StatementTelemetry
 from sqlspec_ops.router import build_router
@@ -309,7 +310,7 @@ class SQLSpecOps:
                     db.name,
                 )
         if app is not None:
-            _attach_plugin_sessions(app, self.spec)
+            attach_plugin_sessions(app, self.spec)
         # One deadline for the whole sequence: a server that accepts TCP and never answers would otherwise
         # cost startup_timeout per step (pools, then budget) plus health_timeout. A database that is down
         # gets one warning (the readiness check's); the pool and budget steps stay quiet about it.
@@ -461,43 +462,6 @@ class _OpsShortcut:
                 await self.ops(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def _attach_plugin_sessions(app: FastAPI, spec: SQLSpec) -> None:
-    """Give sessions injected by SQLSpec's FastAPI plugin the config's observability runtime.
-
-    SQLSpec 0.69's plugin builds those sessions without it, so their statements reach no hook (no metrics,
-    no spans). The plugin instance's ``get_session`` (which its ``provide_session()`` dependencies call) is
-    wrapped to attach the runtime, the same thing SQLSpec does for ``spec.provide_session()`` sessions.
-    """
-    plugin = getattr(app.state, "sqlspec_plugin", None)
-    if plugin is None or getattr(plugin, "_sqlspec_ops_attached", False):
-        return
-    configs = list(spec.configs.values())
-    get_session = plugin.get_session
-
-    def get_session_with_observability(request: Any, key: str | None = None) -> Any:
-        session = get_session(request, key)
-        config = _config_for_session_key(configs, key)
-        if config is not None and getattr(session, "_observability", None) is None:
-            session.attach_observability(config.get_observability_runtime())
-        return session
-
-    try:
-        plugin.get_session = get_session_with_observability
-        plugin._sqlspec_ops_attached = True  # noqa: SLF001
-    except AttributeError:  # a plugin class with __slots__: nothing to attach to
-        logger.warning("cannot attach observability to %s sessions", type(plugin).__name__)
-
-
-def _config_for_session_key(configs: list[Any], key: str | None) -> Any:
-    if key is None:
-        return configs[0] if configs else None
-    for config in configs:
-        settings = (config.extension_config or {}).get("fastapi") or (config.extension_config or {}).get("starlette")
-        if (settings or {}).get("session_key", "db_session") == key:
-            return config
-    return None
 
 
 async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
