@@ -8,15 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import statement_overhead
+
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {
-    "bare",
-    "noop-hooks",
-    "ops-metrics",
-    "ops-metrics-spans",
-    "sqlspec-prometheus",
-    "sqlspec-spans-prometheus",
-}
+VARIANTS = set(statement_overhead.VARIANTS)
 
 
 def test_quick_statement_overhead_run_reports_every_variant(tmp_path: Path) -> None:
