@@ -10,7 +10,7 @@ the parsers return host, port and database only, never the user or the password.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = (
@@ -23,7 +23,6 @@ __all__ = (
     "named_configs",
 )
 
-BorrowStyle = Literal["acquire", "context"]
 
 _PSYCOPG_CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
 
@@ -74,7 +73,6 @@ class Adapter:
     name: ClassVar[str] = "unsupported"
     db_system: ClassVar[str] = "other_sql"
     config_class: ClassVar[str] = ""
-    borrow_style: ClassVar[BorrowStyle] = "acquire"
     default_max: ClassVar[int] = 10
     default_min: ClassVar[int] = 0
     max_key: ClassVar[str] = "max_size"
@@ -164,7 +162,6 @@ class PsycopgAdapter(Adapter):
     name = "psycopg"
     db_system = "postgresql"
     config_class = "sqlspec.adapters.psycopg.config.PsycopgAsyncConfig"
-    borrow_style = "context"
     default_min = 4
 
     def default_max_for(self, min_size: int) -> int:

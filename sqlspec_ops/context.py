@@ -6,7 +6,7 @@ leak into the next request: the middleware sets them and resets them with the to
 
 from contextvars import ContextVar
 
-__all__ = ("RequestQueries", "current_queries", "get_request_id")
+__all__ = ("RequestQueries", "get_request_id")
 
 _request_id: ContextVar[str | None] = ContextVar("sqlspec_ops_request_id", default=None)
 _queries: ContextVar["RequestQueries | None"] = ContextVar("sqlspec_ops_request_queries", default=None)
@@ -30,8 +30,3 @@ def get_request_id() -> str | None:
 
     """
     return _request_id.get()
-
-
-def current_queries() -> "RequestQueries | None":
-    """Return the current request's statement tally, or None outside an instrumented request."""
-    return _queries.get()

@@ -128,11 +128,7 @@ class StatementTelemetry:
         child = self._ok.get(operation)
         if child is None:
             child = self._ok[operation] = self._histogram.labels(self.target.db_system, operation, self.pool_name, "")
-        child.observe(duration)
-        queries = _queries.get()
-        if queries is not None:
-            queries.count += 1
-            queries.seconds += duration
+        _observe(child, duration)
         span = started[1]
         if span is not None:
             span.end()
@@ -156,11 +152,7 @@ class StatementTelemetry:
             child = self._failed[key] = self._histogram.labels(
                 self.target.db_system, operation, self.pool_name, error_type
             )
-        child.observe(duration)
-        queries = _queries.get()
-        if queries is not None:
-            queries.count += 1
-            queries.seconds += duration
+        _observe(child, duration)
         span = started[1]
         if span is not None:
             _fail_span(span, error_type, status_code)
@@ -206,6 +198,15 @@ class StatementTelemetry:
                 }
             },
         )
+
+
+def _observe(child: Any, duration: float) -> None:
+    """Record one statement in its histogram child and in the current request's tally."""
+    child.observe(duration)
+    queries = _queries.get()
+    if queries is not None:
+        queries.count += 1
+        queries.seconds += duration
 
 
 def _fail_span(span: Any, error_type: str, status_code: str | None) -> None:

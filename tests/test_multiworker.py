@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
+from tests.support.processes import stop_process
 from tests.support.promql import parse_samples, sample_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +40,7 @@ class Workers:
 
     def stop(self) -> int:
         """Stop uvicorn gracefully by its PID (it stops its workers); kill its process group if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # the group we created for it, nothing else
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout=30)
 
 
 @contextmanager

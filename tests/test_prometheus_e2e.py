@@ -14,7 +14,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from tests.support.dashboards import (
     variables,
 )
 from tests.support.postgres import PostgresServer, free_port
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -84,19 +84,6 @@ def check_expression(stack: Stack, expr: str, *, require_data: bool) -> str | No
 
 
 # -- processes ------------------------------------------------------------------------------------------
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Stop a process we started, by its PID: SIGTERM, then SIGKILL of its own process group."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # our session: the uvicorn master and its workers
-        process.wait(timeout=timeout)
 
 
 def _wait_until(what: str, ready: Any, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -280,7 +267,7 @@ def stack(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         client.close()
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
 
 
 # -- tests ----------------------------------------------------------------------------------------------

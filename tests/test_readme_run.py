@@ -4,7 +4,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.postgres import free_port
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -80,14 +80,7 @@ def _shell(command: str, cwd: Path, env: dict[str, str], log: Path) -> Iterator[
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)  # bash and the app it started (same session, our child)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process(process, whole_group=True)  # bash and the app it started (same session, our child)
 
 
 def _wait_for_url(process: "subprocess.Popen[bytes]", log: Path, label: str) -> str:

@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.support.postgres import free_port
+from tests.support.processes import stop_process
 
 __all__ = ("ROOT", "ServerProcess", "clean_env", "running_server")
 
@@ -92,16 +92,4 @@ def running_server(command: list[str], env: Mapping[str, str], *, port: int | No
         try:
             yield server
         finally:
-            _stop(process)
-
-
-def _stop(process: "subprocess.Popen[bytes]") -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+            stop_process(process)

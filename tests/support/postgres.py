@@ -16,7 +16,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -195,22 +194,10 @@ class PostgresServer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
-    def restart(self) -> None:
-        """Stop and start again on the same port and data directory."""
-        self.stop()
-        self.start()
-
     def cleanup(self) -> None:
         """Stop the server and remove its temporary directory."""
         self.stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def server_log(self) -> str:
-        """Return what the server wrote to its log so far."""
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def __enter__(self) -> Self:
         """Start the server for a ``with`` block."""
@@ -221,13 +208,3 @@ class PostgresServer:
     ) -> None:
         """Stop the server and delete its files."""
         self.cleanup()
-
-
-@contextlib.contextmanager
-def running_postgres(**kwargs: int) -> Iterator[PostgresServer]:
-    """Start a throwaway server for the duration of a ``with`` block."""
-    server = PostgresServer(**kwargs)  # type: ignore[arg-type]
-    try:
-        yield server.start()
-    finally:
-        server.cleanup()
