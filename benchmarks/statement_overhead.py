@@ -55,7 +55,7 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig  # noqa: E402
 from sqlspec.observability import ObservabilityConfig  # noqa: E402
 
 from sqlspec_ops import SQLSpecOps  # noqa: E402
-from sqlspec_ops.context import RequestQueries, _queries  # noqa: E402
+from sqlspec_ops._requests import RequestTally, _tally  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -170,7 +170,7 @@ async def measure(
                 (variant.name, await stack.enter_async_context(variant.spec.provide_session(variant.config)))
                 for variant in variants
             ]
-            token = _queries.set(RequestQueries())  # as inside a request under the middleware
+            token = _tally.set(RequestTally())  # as inside a request under the middleware
             try:
                 for _, session in sessions:
                     await _chunk(session, warmup)
@@ -191,7 +191,7 @@ async def measure(
                         f"round {round_index + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]}" for n, v in rounds_cpu.items())
                     )
             finally:
-                _queries.reset(token)
+                _tally.reset(token)
     finally:
         for variant in variants:
             await variant.close()
@@ -248,7 +248,7 @@ async def profile(dsn: str, name: str, statements: int) -> None:
     await variant.open()
     try:
         async with variant.spec.provide_session(variant.config) as session:
-            token = _queries.set(RequestQueries())
+            token = _tally.set(RequestTally())
             try:
                 await _chunk(session, 500)
                 profiler = Profiler(interval=0.0001, async_mode="disabled")
@@ -256,7 +256,7 @@ async def profile(dsn: str, name: str, statements: int) -> None:
                 await _chunk(session, statements)
                 profiler.stop()
             finally:
-                _queries.reset(token)
+                _tally.reset(token)
     finally:
         await variant.close()
     print(profiler.output_text(unicode=True, color=False, show_all=False))

@@ -9,14 +9,16 @@ One call instruments an app::
 Importing this package starts nothing and does not import OpenTelemetry's SDK.
 """
 
-from sqlspec_ops.budget import check_pool_budget
-from sqlspec_ops.context import get_request_id
-from sqlspec_ops.logs import configure_logging
-from sqlspec_ops.middleware import RequestIdMiddleware
-from sqlspec_ops.ops import SQLSpecOps
-from sqlspec_ops.pools import PoolAcquireTimeout
+from sqlspec_ops._budget import BudgetReport, check_pool_budget
+from sqlspec_ops._context import get_request_id
+from sqlspec_ops._logs import configure_logging
+from sqlspec_ops._middleware import RequestIdMiddleware
+from sqlspec_ops._ops import SQLSpecOps
+from sqlspec_ops._pools import PoolAcquireTimeout
+from sqlspec_ops._version import __version__
 
 __all__ = (
+    "BudgetReport",
     "PoolAcquireTimeout",
     "RequestIdMiddleware",
     "SQLSpecOps",
@@ -25,5 +27,3 @@ __all__ = (
     "configure_logging",
     "get_request_id",
 )
-
-__version__ = "0.1.0"

@@ -2,7 +2,7 @@
 
 import sys
 
-from sqlspec_ops.cli import main
+from sqlspec_ops._cli import main
 
 __all__ = ()
 

@@ -101,7 +101,7 @@ def test_alerts_use_exported_metrics(rule: dict[str, Any]) -> None:
     names = re.findall(r"\b(?:db_client|sqlspec_ops)_\w+", bare)
     assert names
     for name in names:
-        assert name in exported, f"{name} is not exported by sqlspec_ops.metrics"
+        assert name in exported, f"{name} is not exported by sqlspec_ops._metrics"
     for name, matchers in SELECTOR.findall(expr):
         used = {matcher.split("=")[0].rstrip("!~").strip() for matcher in matchers.split(",")}
         assert used <= exported[name], f"{name} has no label {used - exported[name]}"

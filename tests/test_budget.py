@@ -13,7 +13,7 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 
 from sqlspec_ops import check_pool_budget
-from sqlspec_ops.budget import BudgetReport, check_pool_budget_async
+from sqlspec_ops._budget import BudgetReport, check_pool_budget_async
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
 
 
@@ -44,7 +44,7 @@ def test_three_workers_exceed_max_connections_20(pg20: PostgresServer) -> None:
     assert server.server == _server(pg20)
     assert (server.demand, server.min_demand, server.budget) == (30, 3, 17)
     assert server.limits is not None
-    assert (server.limits.max_connections, server.limits.superuser_reserved_connections) == (20, 3)
+    assert (server.limits.max_connections, dict(server.limits.reserved)["superuser_reserved_connections"]) == (20, 3)
     assert server.limits.source == "server"
     assert server.verdict == "oversubscribed"
     assert server.fits_max_size == 5
@@ -84,7 +84,12 @@ def test_two_configs_on_one_server_are_summed(pg20: PostgresServer) -> None:
     (server,) = report.servers
     assert [p.name for p in server.pools] == ["primary", "reports"]
     reports = server.pools[1]
-    assert (reports.max_size, reports.min_size, reports.max_explicit, reports.min_explicit) == (4, 4, False, False)
+    assert (reports.max_size, reports.min_size, reports.sizes.max_explicit, reports.sizes.min_explicit) == (
+        4,
+        4,
+        False,
+        False,
+    )
     assert (server.demand, server.min_demand, server.budget) == (14, 5, 17)
     assert server.verdict == "within budget"
     assert server.fits_max_size == 8

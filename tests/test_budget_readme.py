@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from sqlspec_ops.budget import PoolDemand, ServerLimits, build_report
-from sqlspec_ops.workers import WorkerCount
+from sqlspec_ops._adapters.base import PoolSizes, PoolTarget
+from sqlspec_ops._budget import build_report
+from sqlspec_ops._budget_model import PoolDemand, ServerLimits
+from sqlspec_ops._workers import WorkerCount
 from tests.apps.serving import ROOT, clean_env
 from tests.support.postgres import PostgresServer
 
@@ -47,20 +49,14 @@ def test_readme_warning_line(caplog: pytest.LogCaptureFixture) -> None:
     quoted = _blocks("text")[0].strip()
     pool = PoolDemand(
         name="primary",
-        adapter="asyncpg",
-        target="127.0.0.1:5432/appdb",
-        server="127.0.0.1:5432",
-        max_size=10,
-        min_size=1,
-        max_explicit=True,
-        min_explicit=True,
+        target=PoolTarget(adapter="asyncpg", db_system="postgresql", host="127.0.0.1", port=5432, database="appdb"),
+        sizes=PoolSizes(max_size=10, min_size=1, max_explicit=True, min_explicit=True),
     )
     report = build_report(
         [pool],
         workers=WorkerCount(3, "uvicorn command line"),
         replicas=1,
-        limits={"127.0.0.1:5432": ServerLimits(max_connections=20, superuser_reserved_connections=3,
-                                               server_version_num=150000)},
+        limits={"127.0.0.1:5432": ServerLimits(max_connections=20, reserved=(("superuser_reserved_connections", 3),))},
     )  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="sqlspec_ops.budget"):
         report.log_warnings()

@@ -66,7 +66,7 @@ async def test_oversubscribed_startup_warns_once_and_publishes(
         assert body["budget"]["oversubscribed"] is True
         assert APP_PASSWORD not in str(body)
 
-        await ops._check_budget()  # computed once per process: a second call neither reads nor warns again
+        await ops.lifecycle._check_budget()  # computed once per process: a second call neither reads nor warns again
         assert len(_budget_warnings(caplog)) == 1
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlspec_ops.cli import main
+from sqlspec_ops._cli import main
 from tests.apps.serving import ROOT, clean_env
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
 

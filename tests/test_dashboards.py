@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from dashboards import generate
-from sqlspec_ops.metrics import POOL_LABEL, metrics_for
+from sqlspec_ops._metrics import POOL_LABEL, metrics_for
 from tests.support.dashboards import dashboard_files, load_dashboard, panels, targets, variables
 
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -150,7 +150,7 @@ def test_queries_use_exported_metrics_and_the_variables(path: Path) -> None:
         selectors = SELECTOR.findall(target.expr)
         assert selectors, f"{target}: no metric selector"
         for name, matchers in selectors:
-            assert name in exported, f"{target}: {name} is not exported by sqlspec_ops.metrics"
+            assert name in exported, f"{target}: {name} is not exported by sqlspec_ops._metrics"
             used = {matcher.split("=")[0].rstrip("!~").strip() for matcher in matchers.split(",")}
             assert used <= exported[name] | {"job", "instance"}, f"{target}: {name} has no label {used}"
             assert 'job=~"$job"' in matchers, f"{target}: {name} is not filtered by $job"

@@ -22,7 +22,7 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
-from sqlspec_ops.pools import InstrumentedPool
+from sqlspec_ops._pools import InstrumentedPool
 from tests.conftest import serve
 from tests.support.postgres import PostgresServer, free_port
 

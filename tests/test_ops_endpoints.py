@@ -18,7 +18,7 @@ from sqlspec.adapters.sqlite import SqliteConfig
 from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
-from sqlspec_ops.pools import InstrumentedPool
+from sqlspec_ops._pools import InstrumentedPool
 from tests.conftest import serve
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples, sample_value
@@ -275,7 +275,7 @@ def test_openmetrics_render_matches_prometheus_client(names: tuple[str, str]) ->
     from prometheus_client import Counter  # noqa: PLC0415
     from prometheus_client.exposition import choose_encoder  # noqa: PLC0415
 
-    from sqlspec_ops.metrics import metrics_for, render  # noqa: PLC0415
+    from sqlspec_ops._metrics import metrics_for, render  # noqa: PLC0415
 
     registry = CollectorRegistry()
     metrics = metrics_for(registry)

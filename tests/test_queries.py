@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlspec.adapters.asyncpg import AsyncpgDriver
 
 from sqlspec_ops import SQLSpecOps, configure_logging
-from sqlspec_ops.tracing import shape_of
+from sqlspec_ops._sql import shape_of
 from tests.conftest import serve
 from tests.support.postgres import PostgresServer
 from tests.support.statements import asyncpg_spec, create_table, session_dependency

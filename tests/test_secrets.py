@@ -14,7 +14,7 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 
 from sqlspec_ops import SQLSpecOps
-from sqlspec_ops.adapters import describe_config
+from sqlspec_ops._adapters.registry import describe_config
 from tests.conftest import serve
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples

@@ -9,8 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlspec.exceptions import DataError, SQLParsingError
 
-from sqlspec_ops.adapters import PoolTarget
-from sqlspec_ops.tracing import error_details, mask_literals, shape_of, span_name_and_attributes
+from sqlspec_ops._adapters.aiosqlite import AiosqliteAdapter
+from sqlspec_ops._adapters.asyncpg import AsyncpgAdapter
+from sqlspec_ops._adapters.base import PoolTarget, error_details
+from sqlspec_ops._adapters.psycopg import PsycopgAdapter
+from sqlspec_ops._sql import mask_literals, shape_of
+from sqlspec_ops._tracing import span_name_and_attributes
 
 POSTGRES = PoolTarget(adapter="asyncpg", db_system="postgresql", host="db.internal", port=6432, database="shop")
 
@@ -132,17 +136,23 @@ def _wrapped(driver_error: BaseException, message: str) -> DataError:
 def test_error_details_read_the_sqlstate_of_the_wrapped_driver_error() -> None:
     """The asyncpg and psycopg errors wrapped by SQLSpec give their SQLSTATE as both error type and status code."""
     asyncpg_error = _wrapped(asyncpg.exceptions.DivisionByZeroError("division by zero"), "database error")
-    assert error_details(asyncpg_error) == ("22012", "22012")
+    assert error_details(AsyncpgAdapter(), asyncpg_error) == ("22012", "22012")
     psycopg_error = _wrapped(psycopg.errors.UniqueViolation("Key (name)=(alice) already exists"), "database error")
-    assert error_details(psycopg_error) == ("23505", "23505")
+    assert error_details(PsycopgAdapter(), psycopg_error) == ("23505", "23505")
 
 
 def test_error_details_without_a_driver_error() -> None:
     """SQLSpec's ``[SQLSTATE]`` prefix is used when the cause is gone; otherwise the innermost class names the error."""
-    assert error_details(DataError("PostgreSQL database error [22012]: division by zero")) == ("22012", "22012")
-    assert error_details(DataError("value [ABCDE] rejected")) == ("sqlspec.exceptions.DataError", None)
-    assert error_details(SQLParsingError("bad")) == ("sqlspec.exceptions.SQLParsingError", None)
-    assert error_details(TimeoutError()) == ("TimeoutError", None)
+    assert error_details(AsyncpgAdapter(), DataError("PostgreSQL database error [22012]: division by zero")) == (
+        "22012",
+        "22012",
+    )
+    assert error_details(AsyncpgAdapter(), DataError("value [ABCDE] rejected")) == (
+        "sqlspec.exceptions.DataError",
+        None,
+    )
+    assert error_details(AsyncpgAdapter(), SQLParsingError("bad")) == ("sqlspec.exceptions.SQLParsingError", None)
+    assert error_details(AsyncpgAdapter(), TimeoutError()) == ("TimeoutError", None)
 
 
 def test_error_details_for_sqlite() -> None:
@@ -151,7 +161,7 @@ def test_error_details_for_sqlite() -> None:
     with pytest.raises(sqlite3.OperationalError) as caught:
         connection.execute("SELECT * FROM missing_table")
     connection.close()
-    assert error_details(_wrapped(caught.value, "sqlite error")) == ("SQLITE_ERROR", "SQLITE_ERROR")
+    assert error_details(AiosqliteAdapter(), _wrapped(caught.value, "sqlite error")) == ("SQLITE_ERROR", "SQLITE_ERROR")
 
 
 def test_huge_statements_are_read_only_up_to_a_bound() -> None:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from sqlspec_ops.workers import WorkerCount, detect_workers, process_cmdlines, workers_from_cmdline
+from sqlspec_ops._workers import WorkerCount, detect_workers, process_cmdlines, workers_from_cmdline
 from tests.apps.serving import clean_env, running_server
 
 PY = "/srv/venv/bin/python3.11"

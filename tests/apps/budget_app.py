@@ -12,7 +12,7 @@ from sqlspec import SQLSpec
 from sqlspec.adapters.asyncpg import AsyncpgConfig
 
 from sqlspec_ops import SQLSpecOps, configure_logging
-from sqlspec_ops.workers import detect_workers
+from sqlspec_ops._workers import detect_workers
 
 __all__ = ("create_app",)
 

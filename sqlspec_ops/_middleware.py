@@ -17,6 +17,9 @@ logged after the context is reset, still carries it through :func:`sqlspec_ops.c
 Usage::
 
     app.add_middleware(RequestIdMiddleware, header_name="X-Request-ID")
+
+Other per-request work plugs in through :class:`RequestHooks` (``SQLSpecOps`` adds its statement tally and
+``Server-Timing`` that way); :class:`PrefixShortcut` serves the ``/ops`` paths ahead of the app's middleware.
 """
 
 import re
@@ -26,14 +29,15 @@ from contextvars import ContextVar
 from random import randbytes as _randbytes
 from typing import Any, Protocol
 
-from sqlspec.utils.correlation import CorrelationContext
+from sqlspec.utils.correlation import correlation_id_var
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from sqlspec_ops.context import RequestQueries, _queries, _request_id
+from sqlspec_ops._context import request_id_var
 
 __all__ = (
     "EXCEPTION_REQUEST_ID",
+    "PrefixShortcut",
     "RequestHooks",
     "RequestIdMiddleware",
     "generate_request_id",
@@ -45,8 +49,6 @@ _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 # Messages that carry response headers: HTTP responses, WebSocket handshake acceptance and denial responses.
 _STARTS_RESPONSE = frozenset(("http.response.start", "websocket.accept", "websocket.http.response.start"))
 EXCEPTION_REQUEST_ID = "_sqlspec_ops_request_id"
-# SQLSpec exposes the class-level ContextVar; setting it directly gives us a token to reset with.
-_correlation_var = CorrelationContext._correlation_id  # noqa: SLF001
 
 
 # structlog keeps one ContextVar per bound key; binding once tells us which, so each request costs a single
@@ -83,16 +85,18 @@ def generate_request_id() -> str:
 
 
 class RequestHooks(Protocol):
-    """What ``SQLSpecOps`` plugs into the middleware: the per-request database tally."""
+    """Per-request work plugged into the middleware; runs with the request ID bound."""
 
-    server_timing: bool
-
-    def start(self, request_id: str) -> RequestQueries:
-        """Begin a request; return the tally its statements add to."""
+    def on_start(self, scope: Scope, request_id: str) -> Any:
+        """Begin a request; return a state object handed to the other two hooks."""
         ...
 
-    def finish(self, scope: Scope, queries: RequestQueries, request_id: str) -> None:
-        """End a request (log N+1 patterns and the like); must never raise."""
+    def response_headers(self, state: Any) -> "tuple[tuple[bytes, bytes], ...]":
+        """Return headers to add when the response starts (lower-case names)."""
+        ...
+
+    def on_end(self, scope: Scope, state: Any, request_id: str) -> None:
+        """End a request (also after an exception); must never raise."""
         ...
 
 
@@ -118,7 +122,7 @@ class RequestIdMiddleware:
             validator: Decides whether a client value is reused; it receives raw bytes. Even a permissive
                 validator cannot make the middleware reflect CR, LF, NUL or non-ASCII bytes.
             generator: Makes a new ID when the client sent none or an unacceptable one.
-            hooks: Per-request database tally (set by ``SQLSpecOps``).
+            hooks: Per-request work (``SQLSpecOps`` passes its statement tally and ``Server-Timing``).
 
         Raises:
             ValueError: If ``header_name`` is not a valid HTTP header name.
@@ -153,36 +157,33 @@ class RequestIdMiddleware:
 
         request_id = self._request_id(scope)
         header = (self._header_key, request_id.encode("ascii"))
+        id_token = request_id_var.set(request_id)
+        correlation_token = correlation_id_var.set(request_id)
+        structlog_token = _structlog_var.set(request_id)
         hooks = self.hooks
-        queries = hooks.start(request_id) if hooks is not None else None
-        server_timing = queries is not None and hooks is not None and hooks.server_timing
+        state = hooks.on_start(scope, request_id) if hooks is not None else None
 
         async def send_with_id(message: Message) -> None:
             if message["type"] in _STARTS_RESPONSE:
                 headers = _raw_headers(message)
                 _replace(headers, header)  # the app may have set the header itself
-                if server_timing and queries is not None and queries.count:
-                    headers.append((b"server-timing", _server_timing(queries)))
+                if hooks is not None:
+                    headers.extend(hooks.response_headers(state))
             await send(message)
 
-        id_token = _request_id.set(request_id)
-        correlation_token = _correlation_var.set(request_id)
-        structlog_token = _structlog_var.set(request_id)
-        queries_token = _queries.set(queries)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             # The server logs this exception after the context below is reset: the tag lets the log pipeline
-            # (sqlspec_ops.logs) still put this request's ID on that line.
+            # (sqlspec_ops._logs) still put this request's ID on that line.
             tag_exception(exc, request_id)
             raise
         finally:
-            if queries is not None and hooks is not None:
-                hooks.finish(scope, queries, request_id)
-            _queries.reset(queries_token)
+            if hooks is not None:
+                hooks.on_end(scope, state, request_id)
             _structlog_var.reset(structlog_token)
-            _correlation_var.reset(correlation_token)
-            _request_id.reset(id_token)
+            correlation_id_var.reset(correlation_token)
+            request_id_var.reset(id_token)
 
 
 def tag_exception(exc: BaseException, request_id: str) -> None:
@@ -210,5 +211,30 @@ def _replace(headers: list[tuple[bytes, bytes]], header: tuple[bytes, bytes]) ->
     headers.append(header)
 
 
-def _server_timing(queries: RequestQueries) -> bytes:
-    return b'db;dur=%.2f;desc="%d queries"' % (queries.seconds * 1000, queries.count)
+class PrefixShortcut:
+    """Serve ``prefix`` paths straight from the ops app, ahead of the main app's own middleware.
+
+    SQLSpec's FastAPI plugin checks out a pool connection for every request in its middleware, which would make
+    ``/ops/live`` wait on a saturated pool; the ops endpoints must answer whatever the app's stack is doing.
+    """
+
+    __slots__ = ("_prefix", "_slash_prefix", "app", "ops")
+
+    def __init__(self, app: ASGIApp, ops: ASGIApp, prefix: str) -> None:
+        """Send ``prefix`` and ``prefix/...`` HTTP requests to ``ops``, everything else to ``app``."""
+        self.app = app
+        self.ops = ops
+        self._prefix = prefix
+        self._slash_prefix = prefix + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route one ASGI scope."""
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path.startswith(self._slash_prefix) or path == self._prefix:
+                await self.ops(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Any, Literal
 
-from sqlspec_ops.adapters import failure_name
-from sqlspec_ops.pools import InstrumentedPool
+from sqlspec_ops._adapters.base import failure_name
+from sqlspec_ops._pools import InstrumentedPool
 
 __all__ = ("Check", "HealthChecker", "HealthReport")
 

@@ -1,36 +1,15 @@
-"""Statement spans in the stable OpenTelemetry database conventions.
+"""What a statement's SQL text says, without its literals: masked text, summary, single collection, hash.
 
-SQLSpec's own spans use the old conventions (``db.system``, ``db.operation``, name ``sqlspec.query``) and add
-four lifecycle spans per session. sqlspec-ops leaves SQLSpec's tracing off and starts one CLIENT span per
-statement itself, with ``db.system.name``, ``db.namespace``, ``db.operation.name``, ``db.query.text``
-(literals replaced by ``?``), ``db.query.summary``, ``db.collection.name`` (only when the statement touches a
-single collection, as the conventions ask), ``server.address``/``server.port`` and, on failure, ``error.type``
-and ``db.response.status_code`` (the SQLSTATE). The span is named after the summary (``SELECT items``,
-``INSERT orders SELECT carts``), falling back to the operation. Parameters are never recorded, and neither
-are comments (SQLCommenter puts trace IDs there) or error messages (they can quote row values).
-
-Everything derived from the SQL text is computed once per distinct statement and cached by the caller, so the
-per-statement cost is a dictionary lookup plus the span itself. Sampling is the tracer provider's decision.
+One pass of a small lexer over the text masks every literal (strings, numbers, booleans, dollar quoting) and
+drops comments (SQLCommenter puts trace IDs there); a small state machine over the masked text finds the
+operations and their targets for ``db.query.summary`` (``SELECT items``, ``INSERT orders SELECT carts``) and
+``db.collection.name``. Callers cache the result per distinct statement, so nothing here runs per execution.
 """
 
 import hashlib
 import re
-from typing import Any
 
-from sqlspec_ops.adapters import PoolTarget
-
-__all__ = (
-    "MAX_SQL",
-    "SCHEMA_URL",
-    "StatementShape",
-    "error_details",
-    "mask_literals",
-    "resolve_tracer",
-    "shape_of",
-    "span_name_and_attributes",
-)
-
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.33.0"
+__all__ = ("MAX_SQL", "StatementShape", "cache_key", "mask_literals", "shape_of")
 
 # One pass over the SQL text, leftmost alternative first, so a quote inside a comment, a digit inside an
 # identifier or a ``--`` inside a string is never mistaken for something else. Unterminated strings and
@@ -243,95 +222,14 @@ def shape_of(sql: str) -> StatementShape:
     return StatementShape(collection, text, summary)
 
 
-def span_name_and_attributes(shape: StatementShape, operation: str, target: PoolTarget) -> tuple[str, dict[str, Any]]:
-    """Build a statement span's name and its static attributes.
+def cache_key(sql: str) -> str:
+    """Return the part of a statement its shape depends on (the key callers cache shapes by).
 
-    Args:
-        shape: The statement's shape.
-        operation: SQLSpec's operation type (``SELECT``, ``INSERT``, ``DDL``...).
-        target: Where the pool points.
-
-    Returns:
-        The span name and a fresh attribute dict (passed to every span of this statement; never mutated).
-
+    SQLCommenter appends a comment that differs per request (traceparent): the key is the statement before it.
+    The shape depends on the first ``MAX_SQL`` characters only; a longer key would just pin memory.
     """
-    attributes: dict[str, Any] = {"db.system.name": target.db_system, "db.operation.name": operation}
-    if target.database:
-        attributes["db.namespace"] = target.database
-    if shape.collection:
-        attributes["db.collection.name"] = shape.collection
-    if shape.summary:
-        attributes["db.query.summary"] = shape.summary
-    attributes["db.query.text"] = shape.text
-    if target.server is not None:
-        attributes["server.address"] = target.host or "localhost"
-        attributes["server.port"] = target.port or 5432
-    if shape.summary:
-        name = shape.summary
-    elif shape.collection:
-        name = f"{operation} {shape.collection}"
-    else:
-        name = operation
-    return name, attributes
-
-
-# SQLSpec's mapped exceptions say "PostgreSQL database error [22012]: ..." when the driver's error is gone.
-_SQLSTATE_PREFIX = re.compile(r"^[\w ]{0,40}?error \[([0-9A-Z]{5})\]")
-
-
-def error_details(exc: BaseException) -> tuple[str, str | None]:
-    """Return ``(error.type, db.response.status_code)`` for a failed statement.
-
-    Args:
-        exc: What SQLSpec's ``on_error`` hook received (usually a ``sqlspec.exceptions`` error wrapping the
-            driver's).
-
-    Returns:
-        The status code is the SQLSTATE (psycopg, asyncpg) or SQLite's error name found on the exception or
-        on the driver error it wraps; ``error.type`` is that code when known, else the class of the most
-        specific exception. Both have a bounded set of values, so they are safe as metric labels; the
-        exception's message (which can quote row values) is never used beyond SQLSpec's ``[SQLSTATE]`` prefix.
-
-    """
-    code: str | None = None
-    innermost = exc
-    current: BaseException | None = exc
-    for _ in range(5):
-        if current is None:
-            break
-        innermost = current
-        candidate = getattr(current, "sqlstate", None) or getattr(current, "sqlite_errorname", None)
-        if isinstance(candidate, str) and candidate:
-            code = candidate
-            break
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-    if code is None:
-        match = _SQLSTATE_PREFIX.match(str(exc))
-        code = match.group(1) if match else None
-    if code is not None:
-        return code, code
-    klass = type(innermost)
-    name = klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
-    return name, None
-
-
-def resolve_tracer(tracer_provider: Any) -> Any:
-    """Return a tracer for statement spans, or None when tracing is not configured.
-
-    Args:
-        tracer_provider: The ``tracer_provider`` option; None means the global provider.
-
-    Returns:
-        A tracer, or None when no provider was given and the global one is still OpenTelemetry's
-        placeholder (spans would be dropped anyway, so none are started).
-
-    """
-    from opentelemetry import trace  # noqa: PLC0415 - keep `import sqlspec_ops` free of OpenTelemetry
-
-    from sqlspec_ops import __version__  # noqa: PLC0415
-
-    if tracer_provider is None:
-        tracer_provider = trace.get_tracer_provider()
-        if isinstance(tracer_provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-            return None
-    return tracer_provider.get_tracer("sqlspec_ops", __version__, schema_url=SCHEMA_URL)
+    if sql.endswith("*/"):
+        start = sql.rfind("/*")
+        if start > 0:
+            sql = sql[:start]
+    return sql if len(sql) <= MAX_SQL else sql[:MAX_SQL]

@@ -15,7 +15,7 @@ of these that says something:
 
 Usage::
 
-    from sqlspec_ops.workers import detect_workers
+    from sqlspec_ops._workers import detect_workers
 
     detect_workers().count  # e.g. 4, with .source == "uvicorn command line"
 """

@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from sqlspec_ops.context import get_request_id
-from sqlspec_ops.middleware import EXCEPTION_REQUEST_ID
+from sqlspec_ops._context import get_request_id
+from sqlspec_ops._middleware import EXCEPTION_REQUEST_ID
 
 __all__ = ("add_request_id", "add_trace_context", "configure_logging", "shared_processors")
 

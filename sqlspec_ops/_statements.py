@@ -8,8 +8,7 @@ so the start is kept in a context variable and the request's span is the parent 
 The hot path does no I/O and takes no lock beyond prometheus_client's own: two context-variable writes, one
 histogram observation on a pre-bound label child, and (when tracing) one span whose name and attributes come
 from a per-statement cache, so no SQL is parsed or masked per statement. ``benchmarks/statement_overhead.py``
-measures it. A statement interrupted by cancellation (``asyncio.timeout``, a disconnect) reaches no hook and
-is neither counted nor traced.
+measures it.
 """
 
 import logging
@@ -18,34 +17,24 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlspec.observability import ObservabilityConfig
-from starlette.types import Scope
 
-from sqlspec_ops.adapters import PoolTarget
-from sqlspec_ops.context import RequestQueries, _queries, _request_id
-from sqlspec_ops.metrics import OpsMetrics
-from sqlspec_ops.tracing import MAX_SQL, StatementShape, error_details, shape_of, span_name_and_attributes
+from sqlspec_ops._adapters.base import Adapter, PoolTarget, error_details
+from sqlspec_ops._metrics import OpsMetrics
+from sqlspec_ops._requests import current_tally
+from sqlspec_ops._sql import cache_key, shape_of
+from sqlspec_ops._tracing import REQUEST_ID_ATTRIBUTE, fail_span, span_name_and_attributes
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
     from sqlspec.config import LifecycleConfig
 
-__all__ = ("RequestTelemetry", "StatementTelemetry")
+__all__ = ("StatementTelemetry",)
 
 logger = logging.getLogger("sqlspec_ops.queries")
 
 # (start time, span or None) of the statement running in this task; hooks of one statement run in one task.
 _statement: ContextVar[tuple[float, Any] | None] = ContextVar("sqlspec_ops_statement", default=None)
-_REQUEST_ID_ATTRIBUTE = "request.id"
 _SHAPE_CACHE_SIZE = 4096
-
-
-def _cache_key(sql: str) -> str:
-    # SQLCommenter appends a comment that differs per request (traceparent); key on the statement before it.
-    if sql.endswith("*/"):
-        start = sql.rfind("/*")
-        if start > 0:
-            sql = sql[:start]
-    # The shape depends on the first MAX_SQL characters only; a longer key would just pin memory.
-    return sql if len(sql) <= MAX_SQL else sql[:MAX_SQL]
 
 
 class StatementTelemetry:
@@ -56,26 +45,26 @@ class StatementTelemetry:
         *,
         pool_name: str,
         target: PoolTarget,
+        adapter: Adapter,
         metrics: OpsMetrics,
-        tracer: Any = None,
         slow_query_threshold: float | None = None,
     ) -> None:
-        """Prepare the hooks.
+        """Prepare the hooks (spans start once :meth:`bind_tracer` gives a tracer).
 
         Args:
             pool_name: The pool label value.
             target: Where the config points (span attributes).
+            adapter: The config's adapter (knows its driver's error codes).
             metrics: Metric families.
-            tracer: OpenTelemetry tracer, or None for no spans.
             slow_query_threshold: Seconds after which a statement is logged as slow; None disables.
 
         """
         self.pool_name = pool_name
         self.target = target
-        self._tracer: Any = None
-        self._client_kind: Any = None
-        self.tracer = tracer
+        self.adapter = adapter
         self.slow_query_threshold = slow_query_threshold
+        self._tracer: Tracer | None = None
+        self._client_kind: Any = None
         self._histogram = metrics.operation_duration
         # Pre-bound label children: observing one costs no label lookup. Keyed by operation (successes) and
         # by (operation, error type) (failures), which are small closed sets.
@@ -83,13 +72,12 @@ class StatementTelemetry:
         self._failed: dict[tuple[str, str], Any] = {}
         self._spans: dict[str, tuple[str, dict[str, Any]]] = {}
 
-    @property
-    def tracer(self) -> Any:
-        """The OpenTelemetry tracer statement spans come from; None turns spans off."""
-        return self._tracer
+    def bind_tracer(self, tracer: "Tracer | None") -> None:
+        """Start spans with this tracer (None: no spans).
 
-    @tracer.setter
-    def tracer(self, tracer: Any) -> None:
+        Called at startup rather than at construction: the app may install the global tracer provider after it
+        built ``SQLSpecOps`` (in its lifespan, or through ``opentelemetry-instrument``).
+        """
         if tracer is not None and self._client_kind is None:
             from opentelemetry.trace import SpanKind  # noqa: PLC0415 - `import sqlspec_ops` stays free of OTel
 
@@ -137,14 +125,14 @@ class StatementTelemetry:
             self._log_slow(context, duration, threshold)
 
     def on_error(self, context: dict[str, Any]) -> None:
-        """Record a failed statement with its error type (and its SQLSTATE on the span)."""
+        """Record a failed statement with its error type (and the database's own code on the span)."""
         started = _statement.get()
         if started is None:
             return
         duration = perf_counter() - started[0]
         _statement.set(None)
         exc = context.get("exception")
-        error_type, status_code = error_details(exc) if exc is not None else ("_OTHER", None)
+        error_type, status_code = error_details(self.adapter, exc) if exc is not None else ("_OTHER", None)
         operation = context.get("operation") or "UNKNOWN"
         key = (operation, error_type)
         child = self._failed.get(key)
@@ -155,14 +143,13 @@ class StatementTelemetry:
         _observe(child, duration)
         span = started[1]
         if span is not None:
-            _fail_span(span, error_type, status_code)
+            fail_span(span, error_type, status_code)
             span.end()
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _start_span(self, tracer: Any, context: dict[str, Any]) -> Any:
-        sql = context.get("sql") or ""
-        key = _cache_key(sql)
+    def _start_span(self, tracer: "Tracer", context: dict[str, Any]) -> Any:
+        key = cache_key(context.get("sql") or "")
         cached = self._spans.get(key)
         if cached is None:
             if len(self._spans) >= _SHAPE_CACHE_SIZE:  # bound the cache: SQL with inlined literals never repeats
@@ -173,11 +160,11 @@ class StatementTelemetry:
         attributes = cached[1]
         request_id = context.get("correlation_id")
         if request_id is not None:  # passed at start: one attribute copy instead of a locked set_attribute
-            attributes = {**attributes, _REQUEST_ID_ATTRIBUTE: request_id}
+            attributes = {**attributes, REQUEST_ID_ATTRIBUTE: request_id}
         return tracer.start_span(cached[0], kind=self._client_kind, attributes=attributes)
 
     def _log_slow(self, context: dict[str, Any], duration: float, threshold: float) -> None:
-        shape: StatementShape = shape_of(_cache_key(context.get("sql") or ""))
+        shape = shape_of(cache_key(context.get("sql") or ""))
         operation = context.get("operation") or "UNKNOWN"
         logger.warning(
             "slow statement: %s took %.1f ms (threshold %.1f ms, pool %s, statement %s)",
@@ -188,7 +175,7 @@ class StatementTelemetry:
             shape.sql_hash,
             extra={
                 "extra_fields": {
-                    "request_id": _request_id.get() or context.get("correlation_id"),
+                    "request_id": context.get("correlation_id"),
                     "pool": self.pool_name,
                     "db.operation.name": operation,
                     "db.query.summary": shape.summary,
@@ -203,75 +190,7 @@ class StatementTelemetry:
 def _observe(child: Any, duration: float) -> None:
     """Record one statement in its histogram child and in the current request's tally."""
     child.observe(duration)
-    queries = _queries.get()
-    if queries is not None:
-        queries.count += 1
-        queries.seconds += duration
-
-
-def _fail_span(span: Any, error_type: str, status_code: str | None) -> None:
-    from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
-
-    if not span.is_recording():
-        return
-    span.set_attribute("error.type", error_type)
-    if status_code is not None:
-        span.set_attribute("db.response.status_code", status_code)
-    span.set_status(Status(StatusCode.ERROR))
-
-
-class RequestTelemetry:
-    """The per-request part: tally statements, tag the server span, flag N+1 patterns."""
-
-    __slots__ = ("max_queries_per_request", "server_timing", "tag_span")
-
-    def __init__(self, *, server_timing: bool, max_queries_per_request: int | None, tag_span: bool) -> None:
-        """Configure the per-request behaviour.
-
-        Args:
-            server_timing: Add ``Server-Timing: db;dur=..;desc="N queries"`` to responses.
-            max_queries_per_request: Log a warning when a request runs more statements; None disables.
-            tag_span: Put the request ID on the current (server) span.
-
-        """
-        self.server_timing = server_timing
-        self.max_queries_per_request = max_queries_per_request
-        self.tag_span = tag_span
-
-    def start(self, request_id: str) -> RequestQueries:
-        """Begin a request."""
-        if self.tag_span:
-            _tag_current_span(request_id)
-        return RequestQueries()
-
-    def finish(self, scope: Scope, queries: RequestQueries, request_id: str) -> None:
-        """Warn about a request that ran too many statements."""
-        limit = self.max_queries_per_request
-        if limit is None or queries.count <= limit:
-            return
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "<unmatched>"
-        logger.warning(
-            "request ran %d statements (limit %d): possible N+1 query pattern in %s %s",
-            queries.count,
-            limit,
-            scope.get("method", "WEBSOCKET"),
-            template,
-            extra={
-                "extra_fields": {
-                    "request_id": request_id,
-                    "route": template,
-                    "statements": queries.count,
-                    "db_time_ms": round(queries.seconds * 1000, 3),
-                    "limit": limit,
-                }
-            },
-        )
-
-
-def _tag_current_span(request_id: str) -> None:
-    from opentelemetry import trace  # noqa: PLC0415
-
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.set_attribute(_REQUEST_ID_ATTRIBUTE, request_id)
+    tally = current_tally()
+    if tally is not None:
+        tally.count += 1
+        tally.seconds += duration

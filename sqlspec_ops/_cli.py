@@ -23,13 +23,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sqlspec_ops.budget import BudgetReport, check_pool_budget
+from sqlspec import SQLSpec
+
+from sqlspec_ops._budget import BudgetReport, check_pool_budget
+from sqlspec_ops._ops import SQLSpecOps
+from sqlspec_ops._options import check_seconds
 
 __all__ = ("main",)
 
-EXIT_OK = 0
-EXIT_OVERSUBSCRIBED = 1
-EXIT_ERROR = 2
+EXIT_ERROR = 2  # usage errors; the report's own exit_code says 0 (within budget) or 1 (oversubscribed)
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
@@ -112,9 +114,10 @@ def _check(args: argparse.Namespace) -> BudgetReport:
     max_connections = args.max_connections
     if max_connections is None:
         max_connections = getattr(ops, "max_connections", None)
-    if args.timeout <= 0:
-        msg = f"--timeout must be a positive number of seconds, got {args.timeout}"
-        raise UsageError(msg)
+    try:
+        check_seconds("--timeout", args.timeout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if not spec.configs:
         msg = f"{args.target} has no database configs (add them with spec.add_config(...))"
         raise UsageError(msg)
@@ -128,8 +131,6 @@ def _check(args: argparse.Namespace) -> BudgetReport:
 
 def _resolve(target: str) -> tuple[Any, Any]:
     """Import ``MODULE:ATTR`` and find the ``SQLSpec`` (and the ``SQLSpecOps``, when there is one)."""
-    from sqlspec import SQLSpec  # noqa: PLC0415 - keeps `--help` fast
-
     obj = _import_target(target)
     for _ in range(2):  # the object itself, else what a factory returns
         if isinstance(obj, SQLSpec):
@@ -174,8 +175,6 @@ def _import_target(target: str) -> Any:
 
 
 def _ops_of(obj: Any) -> Any:
-    from sqlspec_ops.ops import SQLSpecOps  # noqa: PLC0415 - imports FastAPI; only needed here
-
     if isinstance(obj, SQLSpecOps):
         return obj
     ops = getattr(getattr(obj, "state", None), "sqlspec_ops", None)

@@ -5,28 +5,31 @@ all workers. Targets never include a user or a password.
 """
 
 import os
+import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sqlspec_ops.ops import SQLSpecOps, _Database
+from sqlspec_ops._budget import BudgetReport
+from sqlspec_ops._databases import Database
 
 __all__ = ("percentiles", "pools_report")
 
 
-def percentiles(sorted_seconds: Sequence[float]) -> dict[str, float | None]:
-    """Return p50/p95/p99/max in milliseconds of already sorted samples (None when there are none)."""
-    if not sorted_seconds:
+def percentiles(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    """Return p50/p95/p99/max in milliseconds of the samples (None when there are none)."""
+    if not seconds:
         return {"p50": None, "p95": None, "p99": None, "max": None, "samples": 0}
+    cuts = [seconds[0]] * 99 if len(seconds) == 1 else statistics.quantiles(seconds, n=100, method="inclusive")
+    return {
+        "p50": round(cuts[49] * 1000, 3),
+        "p95": round(cuts[94] * 1000, 3),
+        "p99": round(cuts[98] * 1000, 3),
+        "max": round(max(seconds) * 1000, 3),
+        "samples": len(seconds),
+    }
 
-    def at(q: float) -> float:
-        index = min(len(sorted_seconds) - 1, max(0, round(q * (len(sorted_seconds) - 1))))
-        return round(sorted_seconds[index] * 1000, 3)
 
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": at(1.0), "samples": len(sorted_seconds)}
-
-
-def _pool_entry(db: "_Database", verdicts: dict[str, Any]) -> dict[str, Any]:
+def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": db.name,
         "adapter": db.target.adapter,
@@ -46,10 +49,7 @@ def _pool_entry(db: "_Database", verdicts: dict[str, Any]) -> dict[str, Any]:
             "open": snap.open,
             "min_size": pool.sizes.min_size,
             "max_size": pool.sizes.max_size,
-            "sizes_from": {
-                "min_size": "config" if pool.sizes.min_explicit else "driver default",
-                "max_size": "config" if pool.sizes.max_explicit else "driver default",
-            },
+            "sizes_from": {"min_size": pool.sizes.source("min"), "max_size": pool.sizes.source("max")},
             "size": snap.size,
             "idle": snap.idle,
             "used": snap.used,
@@ -69,14 +69,13 @@ def _pool_entry(db: "_Database", verdicts: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def pools_report(ops: "SQLSpecOps") -> dict[str, Any]:
+def pools_report(databases: Sequence[Database], budget: BudgetReport | None) -> dict[str, Any]:
     """Build the report for this worker."""
-    budget = ops.budget
     verdicts: dict[str, Any] = budget.verdicts() if budget is not None else {}
     body: dict[str, Any] = {
         "worker_pid": os.getpid(),
         "scope": "live state and percentiles are this worker's; /ops/metrics has all workers' totals",
-        "pools": [_pool_entry(db, verdicts) for db in ops.databases],
+        "pools": [_pool_entry(db, verdicts) for db in databases],
     }
     if budget is not None:
         body["budget"] = budget.as_json()

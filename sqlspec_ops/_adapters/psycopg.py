@@ -1,0 +1,81 @@
+"""psycopg 3 with psycopg_pool's ``AsyncConnectionPool``: connections are borrowed through ``pool.connection()``."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlspec_ops._adapters.base import PoolCounts
+from sqlspec_ops._adapters.postgres import PostgresAdapter
+from sqlspec_ops._pools import InstrumentedPool
+
+__all__ = ("PsycopgAdapter", "PsycopgPool")
+
+_CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
+
+
+class PsycopgPool(InstrumentedPool):
+    """psycopg_pool's borrow API: ``async with pool.connection(timeout=...) as connection``."""
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: ASYNC109 - psycopg_pool's signature
+        """Borrow a connection (psycopg_pool commits or rolls back when the block ends, as without the proxy)."""
+        inner = self._inner if self._inner is not None else await self.open()
+        timeout = self._timeout_for(timeout)
+        context = inner.connection(timeout=timeout, **kwargs) if timeout is not None else inner.connection(**kwargs)
+        key = id(context)
+        started = self._begin_wait()
+        try:
+            connection = await context.__aenter__()
+        except BaseException as exc:
+            timed_out = self._acquire_failed(exc, started)
+            if timed_out is not None:
+                raise timed_out from exc
+            raise
+        self._acquired(key, started)
+        try:
+            yield connection
+        except BaseException as exc:
+            self._released(key)  # before the pool gets it back: it may hand it to a waiter at once
+            await context.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            self._released(key)
+            await context.__aexit__(None, None, None)
+
+
+class PsycopgAdapter(PostgresAdapter):
+    """psycopg_pool's ``AsyncConnectionPool`` (SQLSpec passes ``max_size=None``: max equals min, 4 by default)."""
+
+    name = "psycopg"
+    config_class = "sqlspec.adapters.psycopg.config.PsycopgAsyncConfig"
+    default_min = 4
+    proxy_class = PsycopgPool
+
+    def default_max_for(self, min_size: int) -> int:
+        """SQLSpec passes ``max_size=None``, so psycopg_pool makes max equal to min."""
+        return min_size
+
+    def counts(self, pool: Any) -> PoolCounts:
+        """Return open and idle counts from ``get_stats()`` (not ``pop_stats()``, which resets).
+
+        psycopg_pool's ``pool_size`` also counts connections still being made (or retried while the server is
+        down), so it is "open or opening"; only ``pool_available`` is ready to hand out.
+        """
+        stats = pool.get_stats()
+        return PoolCounts(open=stats.get("pool_size", 0), idle=stats.get("pool_available", 0))
+
+    async def ping(self, connection: Any) -> None:
+        """Run ``SELECT 1``."""
+        await connection.execute("SELECT 1")
+
+    def acquire_timeout_error(self, exc: BaseException) -> bool:
+        """psycopg_pool raises its own ``PoolTimeout``."""
+        return isinstance(exc, TimeoutError) or type(exc).__name__ == "PoolTimeout"
+
+    async def close(self, pool: Any) -> None:
+        """Close without psycopg_pool's 5 s wait for workers stuck connecting to a server that never answers.
+
+        The pool is closed either way (psycopg_pool only logs the stuck workers); 5 s per pool would overrun
+        a shutdown's own deadline (asgi-lifespan's is 5 s, Kubernetes' grace period is shared by everything).
+        """
+        await pool.close(timeout=_CLOSE_TIMEOUT)

@@ -1,0 +1,350 @@
+"""A delegating pool proxy that measures what SQLSpec's hooks cannot: acquire waits, holds, waiters, timeouts.
+
+SQLSpec fires no hook before a connection is acquired and passes no acquire timeout to some drivers, so
+sqlspec-ops installs a proxy as the config's ``connection_instance``. Every path a session takes goes through it:
+``spec.provide_session(config)``, ``config.provide_session()``, ``config.provide_connection()`` and the FastAPI
+plugin's per-request connection. Everything else (``close``, ``get_size``, ``get_stats``...) is delegated to the
+driver's pool, which stays untouched: no driver class is patched.
+
+:class:`InstrumentedPool` is the recorder every driver shares (opening, waits, holds, counts, gauges). SQLSpec
+borrows from each driver's pool with that driver's own API, so each adapter module subclasses it with that API;
+:class:`AcquireReleasePool` is the ``acquire()``/``release()`` style several drivers share.
+
+In one process the connection gauges read the pool when scraped, so borrowing a connection costs two
+``perf_counter()`` calls, a histogram observation and a dict entry. Under ``PROMETHEUS_MULTIPROC_DIR`` a scrape
+reads the workers' files instead, so each borrow and return also writes the pool's counts there.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from time import perf_counter
+from types import TracebackType
+from typing import Any, ClassVar
+
+from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
+from sqlspec_ops._metrics import OpsMetrics, multiprocess_mode
+
+__all__ = ("AcquireReleasePool", "InstrumentedPool", "PoolAcquireTimeout", "PoolSnapshot")
+
+logger = logging.getLogger("sqlspec_ops.pools")
+
+_RECENT = 1024  # acquires kept for /ops/pools percentiles (per worker)
+
+
+class PoolAcquireTimeout(TimeoutError):  # noqa: N818 - reads as what happened, like asyncio.TimeoutError
+    """No connection became free within the acquire timeout."""
+
+
+PoolAcquireTimeout.__module__ = "sqlspec_ops"  # public through the package root; tracebacks say so
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """A point-in-time view of one pool, for ``/ops/pools``."""
+
+    open: bool
+    used: int
+    idle: int
+    pending: int
+    timeouts: int
+    acquires: int
+    waits: tuple[float, ...]
+    holds: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        """Connections open in the pool (handed out or idle)."""
+        return self.used + self.idle
+
+
+class InstrumentedPool:
+    """Stands in for a driver's pool and records every borrow of a connection."""
+
+    def __init__(
+        self,
+        config: Any,
+        adapter: Adapter,
+        *,
+        name: str,
+        target: PoolTarget,
+        metrics: OpsMetrics,
+        acquire_timeout: float | None = None,
+    ) -> None:
+        """Build a proxy for a config whose driver pool is opened on first use (or adopted, see ``reattach``).
+
+        Args:
+            config: The SQLSpec config the pool belongs to.
+            adapter: Adapter support for the config.
+            name: The pool's name in metrics (``bind_key`` or ``host:port/database``).
+            target: Where the pool points (shown in errors and ``/ops/pools``).
+            metrics: The metric families to record into.
+            acquire_timeout: Seconds an acquire may wait before failing with :class:`PoolAcquireTimeout`.
+
+        """
+        self.config = config
+        self.adapter = adapter
+        self.name = name
+        self.target = target
+        self.acquire_timeout = acquire_timeout
+        self.sizes: PoolSizes = adapter.sizes(config)
+        self.pending = 0
+        self.timeouts = 0
+        self.acquires = 0
+        self.recent_waits: deque[float] = deque(maxlen=_RECENT)
+        self.recent_holds: deque[float] = deque(maxlen=_RECENT)
+        # Connections handed out right now: key (id of the connection or its context) -> when it was borrowed.
+        self._held: dict[int, float] = {}
+        self._inner: Any = None
+        self._open_lock: asyncio.Lock | None = None
+        self._pending_gauge = metrics.pending_requests.labels(name)
+        self._timeouts_counter = metrics.timeouts.labels(name)
+        self._wait = metrics.wait_time.labels(name)
+        self._use = metrics.use_time.labels(name)
+        self._idle_gauge = metrics.connection_count.labels(name, "idle")
+        self._used_gauge = metrics.connection_count.labels(name, "used")
+        self._max_gauge = metrics.connection_max.labels(name)
+        self._min_gauge = metrics.connection_idle_min.labels(name)
+        # In one process the gauges read the pool when scraped, so borrowing does no gauge work. Under
+        # several workers a scrape reads files, so every worker writes its pool's state when it changes;
+        # nothing is written before the pool opens, so a master process that imports the app and forks
+        # (gunicorn --preload) leaves no live values of its own to be added to its workers'.
+        self._push = multiprocess_mode()
+        if not self._push:
+            self._idle_gauge.set_function(self.idle)
+            self._used_gauge.set_function(self.used)
+            self._pending_gauge.set_function(lambda: self.pending)
+            self._publish_sizes()
+
+    # -- the driver pool --------------------------------------------------------------------------------
+
+    @property
+    def inner(self) -> Any:
+        """The driver's pool, or None while it is not open."""
+        return self._inner
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the driver's pool exists."""
+        return self._inner is not None
+
+    def wrap(self, pool: Any) -> None:
+        """Adopt a driver pool that was created elsewhere (by SQLSpec or the app)."""
+        self._inner = pool
+        self._publish_sizes()
+        self.publish()
+
+    async def open(self) -> Any:
+        """Create the driver's pool if needed, the way SQLSpec does (its pool-create hooks fire).
+
+        Returns:
+            The driver's pool.
+
+        """
+        if self._inner is not None:
+            return self._inner
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._inner is None:
+                # SQLSpec's public create_pool() returns connection_instance, which is this proxy, so the
+                # adapter's own factory (SQLSpec's subclass hook) is called; the lifecycle runtime is notified
+                # the way create_pool() does it. Pinned by sqlspec<0.70 and tests/test_pools.py.
+                pool = await self.config._create_pool()  # noqa: SLF001
+                await self.config.get_observability_runtime().emit_pool_create_async(pool)
+                self.wrap(pool)
+        return self._inner
+
+    async def close(self) -> None:
+        """Close the driver's pool (SQLSpec's ``close_pool`` calls this)."""
+        pool, self._inner = self._inner, None
+        self._held.clear()
+        self.publish()
+        if pool is not None:
+            await self.adapter.close(pool)
+
+    def reattach(self) -> None:
+        """Stand in as the config's pool again after SQLSpec's ``close_pool()`` let go of the proxy.
+
+        ``close_pool()`` (``close_all_pools()``, the FastAPI plugin's shutdown, an app recycling its pools) sets
+        ``connection_instance`` to None, and the next session then creates a driver pool SQLSpec keeps to
+        itself, unobserved. A driver pool created meanwhile is adopted (no second pool is opened), otherwise the
+        proxy is put back and opens a pool when next needed. No I/O.
+        """
+        config = self.config
+        current = config.connection_instance
+        if current is self or isinstance(current, InstrumentedPool):
+            return
+        if current is not None:
+            if self._inner is not None and self._inner is not current:
+                return  # the app swapped pools behind our back while ours is open: leave both alone
+            self.wrap(current)
+        config.connection_instance = self
+
+    def __getattr__(self, name: str) -> Any:
+        """Delegate everything else (``get_size``, ``get_stats``, ``expire_connections``...) to the driver pool."""
+        inner = self.__dict__.get("_inner")
+        if inner is None:
+            msg = f"pool {self.__dict__.get('name')!r} is not open yet; attribute {name!r} is unavailable"
+            raise AttributeError(msg)
+        return getattr(inner, name)
+
+    # -- statistics -----------------------------------------------------------------------------------
+
+    def used(self) -> int:
+        """Return the connections handed out right now (given out by the proxy and not yet returned)."""
+        return len(self._held)
+
+    def idle(self) -> int:
+        """Return the connections the driver's pool holds ready (zero while it is not open or cannot be read)."""
+        inner = self._inner
+        if inner is None:
+            return 0
+        try:
+            return self.adapter.counts(inner).idle
+        except Exception:
+            logger.debug("reading pool %s failed", self.name, exc_info=True)
+            return 0
+
+    def publish(self) -> None:
+        """Write the pool's connection counts into the gauges (multiprocess mode; otherwise read at scrape)."""
+        if self._push:
+            self._idle_gauge.set(self.idle())
+            self._used_gauge.set(len(self._held))
+
+    def _publish_sizes(self) -> None:
+        self._max_gauge.set(self.sizes.max_size)
+        self._min_gauge.set(self.sizes.min_size)
+
+    def snapshot(self) -> PoolSnapshot:
+        """Return the pool's state and recent samples."""
+        return PoolSnapshot(
+            open=self.is_open,
+            used=len(self._held),
+            idle=self.idle(),
+            pending=self.pending,
+            timeouts=self.timeouts,
+            acquires=self.acquires,
+            waits=tuple(sorted(self.recent_waits)),
+            holds=tuple(sorted(self.recent_holds)),
+        )
+
+    # -- bookkeeping shared by every borrow API -------------------------------------------------------
+
+    def _begin_wait(self) -> float:
+        self.pending += 1
+        if self._push:
+            self._pending_gauge.inc()
+        return perf_counter()
+
+    def _acquired(self, key: int, started: float) -> None:
+        """Record a successful acquire of the connection (or context) ``key``."""
+        now = perf_counter()
+        self._end_pending()
+        waited = now - started
+        self.acquires += 1
+        self._wait.observe(waited)
+        self.recent_waits.append(waited)
+        self._held[key] = now
+        if self._push:
+            self.publish()
+
+    def _acquire_failed(self, exc: BaseException, started: float) -> PoolAcquireTimeout | None:
+        """Record a failed acquire; return the error to raise instead when it was a timeout."""
+        self._end_pending()
+        if not self.adapter.acquire_timeout_error(exc):
+            return None
+        self.timeouts += 1
+        self._timeouts_counter.inc()
+        return self._timeout_error(perf_counter() - started)
+
+    def _released(self, key: int) -> None:
+        """Record that the connection (or context) ``key`` came back."""
+        borrowed = self._held.pop(key, None)
+        if borrowed is not None:
+            held = perf_counter() - borrowed
+            self._use.observe(held)
+            self.recent_holds.append(held)
+        if self._push:
+            self.publish()
+
+    def _end_pending(self) -> None:
+        self.pending -= 1
+        if self._push:
+            self._pending_gauge.dec()
+
+    def _timeout_error(self, waited: float) -> PoolAcquireTimeout:
+        return PoolAcquireTimeout(
+            f"timed out after {waited:.3f}s waiting for a connection from pool {self.name!r} "
+            f"({self.adapter.name}, max_size={self.sizes.max_size}, {len(self._held)} in use, "
+            f"{self.pending} other callers waiting). Raise max_size, hold connections for less time, "
+            "or raise acquire_timeout."
+        )
+
+    def _timeout_for(self, requested: float | None) -> float | None:
+        return self.acquire_timeout if requested is None else requested
+
+
+class _Acquire:
+    """What ``pool.acquire()`` returns: awaitable (SQLSpec's use) and an async context manager."""
+
+    __slots__ = ("_args", "_connection", "_kwargs", "_pool")
+
+    def __init__(self, pool: "AcquireReleasePool", args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._pool = pool
+        self._args = args
+        self._kwargs = kwargs
+        self._connection: Any = None
+
+    def __await__(self) -> Any:
+        return self._pool._acquire(self._args, self._kwargs).__await__()  # noqa: SLF001
+
+    async def __aenter__(self) -> Any:
+        self._connection = await self._pool._acquire(self._args, self._kwargs)  # noqa: SLF001
+        return self._connection
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self._pool.release(connection)
+
+
+class AcquireReleasePool(InstrumentedPool):
+    """The ``connection = await pool.acquire()`` / ``await pool.release(connection)`` borrow style."""
+
+    # The keyword the driver's acquire() takes its timeout as (None: it takes none; the proxy bounds the wait).
+    timeout_keyword: ClassVar[str | None] = None
+
+    def acquire(self, *args: Any, **kwargs: Any) -> _Acquire:
+        """Borrow a connection; await it or use it with ``async with``."""
+        return _Acquire(self, args, kwargs)
+
+    async def release(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        """Give a connection back and record how long it was held."""
+        # Counted as returned before the driver gets it back: the driver may hand it to a waiter at once.
+        self._released(id(connection))
+        inner = self._inner
+        if inner is not None:
+            await inner.release(connection, *args, **kwargs)
+
+    async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        inner = self._inner if self._inner is not None else await self.open()
+        keyword = self.timeout_keyword
+        timeout = self._timeout_for(kwargs.pop(keyword, None) if keyword is not None else None)
+        started = self._begin_wait()
+        try:
+            if timeout is None:
+                connection = await inner.acquire(*args, **kwargs)
+            else:
+                async with asyncio.timeout(timeout):
+                    connection = await inner.acquire(*args, **kwargs)
+        except BaseException as exc:
+            timed_out = self._acquire_failed(exc, started)
+            if timed_out is not None:
+                raise timed_out from exc
+            raise
+        self._acquired(id(connection), started)
+        return connection
