@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlspec.observability import ObservabilityConfig
 from starlette.types import Scope
 
+from sqlspec_ops import _capture
 from sqlspec_ops.adapters import PoolTarget
 from sqlspec_ops.context import RequestQueries, _queries, _request_id
 from sqlspec_ops.metrics import OpsMetrics
@@ -129,6 +130,8 @@ class StatementTelemetry:
         if child is None:
             child = self._ok[operation] = self._histogram.labels(self.target.db_system, operation, self.pool_name, "")
         _observe(child, duration)
+        if _capture.active:  # sqlspec_ops.testing: the whole cost when no test captures statements
+            _capture.record(self.pool_name, operation, context.get("sql") or "", duration, failed=False)
         span = started[1]
         if span is not None:
             span.end()
@@ -153,6 +156,8 @@ class StatementTelemetry:
                 self.target.db_system, operation, self.pool_name, error_type
             )
         _observe(child, duration)
+        if _capture.active:
+            _capture.record(self.pool_name, operation, context.get("sql") or "", duration, failed=True)
         span = started[1]
         if span is not None:
             _fail_span(span, error_type, status_code)
