@@ -125,6 +125,14 @@ def test_marker_2_exceeded():
         assert client.get("/posts").status_code == 200
 
 
+@pytest.mark.max_queries(2)
+async def test_marker_2_exceeded_async():
+    async with LifespanManager(create_app()) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/posts")).status_code == 200
+
+
 def test_fixture_counts_testclient(sqlspec_queries):
     with TestClient(create_app()) as client:
         client.get("/posts")
@@ -140,7 +148,12 @@ async def test_fixture_counts_asgitransport(sqlspec_queries):
     assert sqlspec_queries.count == 3
 """
 
-FAILING = ("test_max_queries_1_exceeded", "test_num_queries_4_wrong", "test_marker_2_exceeded")
+FAILING = (
+    "test_max_queries_1_exceeded",
+    "test_num_queries_4_wrong",
+    "test_marker_2_exceeded",
+    "test_marker_2_exceeded_async",
+)
 
 
 def _failure_sections(output: str) -> dict[str, str]:
@@ -171,7 +184,7 @@ def _posts_table_sqlite(path: Path) -> str:
 async def test_plugin_in_a_pytest_run(
     backend: str, pytester: pytest.Pytester, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pytest run of an N+1 app: budgets and the marker fail with the shape and "3", pass within budget."""
+    """In a pytest run of an N+1 app, budgets and the marker fail naming the shape and "3", never a secret."""
     if backend == "asyncpg":
         pg: PostgresServer = request.getfixturevalue("pg")
         table, database = await _posts_table_pg(pg), pg.dsn
@@ -196,13 +209,14 @@ async def test_plugin_in_a_pytest_run(
 
     output = result.stdout.str() + result.stderr.str()
     outcomes = result.parseoutcomes()
-    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("errors")) == (5, 3, None), output
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("errors")) == (5, 4, None), output
     sections = _failure_sections(result.stdout.str())
     assert sorted(sections) == sorted(FAILING), output
     repeated = f"  {shape} ran 3 times: N+1?"
     assert "3 statements ran, at most 1 expected:" in sections["test_max_queries_1_exceeded"]
     assert "3 statements ran, exactly 4 expected:" in sections["test_num_queries_4_wrong"]
-    assert "@pytest.mark.max_queries(2): 3 statements ran, at most 2 expected:" in sections["test_marker_2_exceeded"]
+    for name in ("test_marker_2_exceeded", "test_marker_2_exceeded_async"):
+        assert "@pytest.mark.max_queries(2): 3 statements ran, at most 2 expected:" in sections[name]
     for name in FAILING:
         assert repeated in sections[name], sections[name]
     assert secret_param not in output
