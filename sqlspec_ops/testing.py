@@ -105,11 +105,21 @@ class QueryCapture:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Stop capturing (``async with``)."""
+        __tracebackhide__ = True  # a budget's failure points at the test's `async with`, not here
         self.__exit__(exc_type, exc, tb)
 
 
 class QueryBudget(QueryCapture):
-    """A capture that fails with an ``AssertionError`` on leaving when too many (or too few) statements ran."""
+    """A capture that fails with an ``AssertionError`` on leaving when too many (or too few) statements ran.
+
+    Args:
+        limit: The number of statements allowed.
+        exact: Require exactly ``limit`` statements instead of at most ``limit``.
+
+    Raises:
+        ValueError: If ``limit`` is not an int >= 0.
+
+    """
 
     def __init__(self, limit: int, *, exact: bool) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
