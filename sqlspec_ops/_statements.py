@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlspec.observability import ObservabilityConfig
 
 from sqlspec_ops._adapters.base import Adapter, PoolTarget, error_details
+from sqlspec_ops._capture import active as _captures
+from sqlspec_ops._capture import record as _capture
 from sqlspec_ops._metrics import OpsMetrics
 from sqlspec_ops._requests import current_tally
 from sqlspec_ops._sql import cache_key, shape_of
@@ -117,6 +119,8 @@ class StatementTelemetry:
         if child is None:
             child = self._ok[operation] = self._histogram.labels(self.target.db_system, operation, self.pool_name, "")
         _observe(child, duration)
+        if _captures:  # sqlspec_ops.testing: the whole cost when no test captures statements
+            _capture(self.pool_name, operation, context.get("sql") or "", duration, failed=False)
         span = started[1]
         if span is not None:
             span.end()
@@ -141,6 +145,8 @@ class StatementTelemetry:
                 self.target.db_system, operation, self.pool_name, error_type
             )
         _observe(child, duration)
+        if _captures:
+            _capture(self.pool_name, operation, context.get("sql") or "", duration, failed=True)
         span = started[1]
         if span is not None:
             fail_span(span, error_type, status_code)
