@@ -24,7 +24,13 @@ REQUIRED_ALERTS = {
         r"histogram_quantile\(0\.99,.*db_client_operation_duration_seconds_bucket.*> 0\.5$",
         "10m",
     ),
-    "SQLSpecOpsConnectionLeak": (r"increase\(sqlspec_ops_connection_leaks_total\[10m\]\)\) > 0$", "0m"),
+    "SQLSpecOpsConnectionLeak": (
+        (
+            r"increase\(sqlspec_ops_connection_leaks_total\[10m\]\)\) > 0\s+or\s+.*"
+            r"sqlspec_ops_connection_leaks_total > 0 unless sqlspec_ops_connection_leaks_total offset 10m"
+        ),
+        "0m",
+    ),
     "SQLSpecOpsLongTransaction": (r"max by \([^)]*\) \(sqlspec_ops_server_oldest_transaction_seconds\) > 300$", "5m"),
     "SQLSpecOpsEventLoopLag": (
         (

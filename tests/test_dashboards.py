@@ -49,6 +49,16 @@ def test_exported_names_come_from_the_package() -> None:
     assert "db_client_connection_timeouts" not in exported, "counters are stored with _total"
 
 
+def test_name_lookup_rejects_what_the_package_does_not_define() -> None:
+    """A label a family lacks, or a quantile of a gauge, stops the generator instead of writing an empty panel."""
+    families = generate._families()
+    with pytest.raises(ValueError, match="has no label 'pool'"):
+        families["connection_count"].label("pool")
+    with pytest.raises(ValueError, match="not a histogram"):
+        families["connection_max"].quantile(0.5, POOL_LABEL)
+    assert families["event_loop_lag"].label("instance") == "instance", "Prometheus adds job and instance"
+
+
 def test_the_generator_owns_every_dashboard_file() -> None:
     """Every dashboard JSON in dashboards/ is the generated one, so no hand-edited file escapes the checks below."""
     assert dashboard_files() == [generate.DASHBOARD_PATH]
@@ -89,6 +99,7 @@ BREAKAGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "target editorMode": lambda d: _first(d, "stat")["targets"][0].update(editorMode="text"),
     "panel kind without a schema": lambda d: _first(d, "stat").update(type="piechart"),
     "row without panels": lambda d: next(p for p in d["panels"] if p["type"] == "row").pop("panels"),
+    "stat with a custom field config": lambda d: _first(d, "stat")["fieldConfig"]["defaults"].update(custom={"x": 1}),
 }
 
 

@@ -116,9 +116,15 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
 
 
 @cache
+def _definitions(schema_file: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((SCHEMAS_DIR / f"{schema_file}.jsonschema.json").read_text(encoding="utf-8"))
+    return document
+
+
+@cache
 def _validator(schema_file: str, definition: str) -> Draft7Validator:
     """Return a validator for one definition of one schema file (the files only reference their own definitions)."""
-    document = json.loads((SCHEMAS_DIR / f"{schema_file}.jsonschema.json").read_text(encoding="utf-8"))
+    document = _definitions(schema_file)
     schema = {
         "$schema": document["$schema"],
         "$ref": f"#/definitions/{definition}",
@@ -154,8 +160,10 @@ def schema_errors(dashboard: Mapping[str, Any]) -> list[str]:
             continue
         errors += _errors(_validator(kind, "Options"), panel.get("options", {}), f"{where} options")
         custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom")
-        if custom is not None:
-            errors += _errors(_validator(kind, "FieldConfig"), custom, f"{where} fieldConfig.defaults.custom")
+        if "FieldConfig" in _definitions(kind)["definitions"]:
+            errors += _errors(_validator(kind, "FieldConfig"), custom or {}, f"{where} fieldConfig.defaults.custom")
+        elif custom:
+            errors.append(f"{where}: fieldConfig.defaults.custom is set but {kind} defines no custom field config")
         for index, target in enumerate(panel.get("targets", [])):
             errors += _errors(_validator("prometheus", "Dataquery"), target, f"{where} targets/{index}")
     return errors
