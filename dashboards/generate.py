@@ -273,20 +273,22 @@ class _Row:
 
 
 def _rows() -> list[_Row]:
-    f = _families()
+    # Attribute access, so mypy flags a family the package renames or drops.
+    m = OpsMetrics(CollectorRegistry())
+    f = _Family.of
     pool = POOL_LABEL
     by_pool = f"sum by ({pool})"
-    state = f["connection_count"].label("db_client_connection_state")
-    operation = f["operation_duration"].label("db_operation_name")
-    error_type = f["operation_duration"].label("error_type")
-    server = f["connection_budget"].label("server")
-    server_state = f["server_connections"].label("state")
-    route = f["held_idle_time"].label("http_route")
-    all_rate = f"rate({f['operation_duration'].select('_count')}{_RATE})"
-    failed = f["operation_duration"].select("_count", **{error_type: '!=""'})
+    state = f(m.connection_count).label("db_client_connection_state")
+    operation = f(m.operation_duration).label("db_operation_name")
+    error_type = f(m.operation_duration).label("error_type")
+    server = f(m.connection_budget).label("server")
+    server_state = f(m.server_connections).label("state")
+    route = f(m.held_idle_time).label("http_route")
+    all_rate = f"rate({f(m.operation_duration).select('_count')}{_RATE})"
+    failed = f(m.operation_duration).select("_count", **{error_type: '!=""'})
     errors_rate = f"rate({failed}{_RATE})"
-    used = f["connection_count"].select(**{state: '="used"'})
-    idle_in_transaction = f["server_connections"].select(**{server_state: '="idle in transaction"'})
+    used = f(m.connection_count).select(**{state: '="used"'})
+    idle_in_transaction = f(m.server_connections).select(**{server_state: '="idle in transaction"'})
 
     overview = _Row(
         100,
@@ -298,7 +300,7 @@ def _rows() -> list[_Row]:
                 "Last readiness ping per database (sqlspec_ops_database_up): UP when every selected instance "
                 "reached it, DOWN when any did not. Updated whenever /ops/ready runs (probes, startup).",
                 "none",
-                _queries((f"min by ({pool}) ({f['database_up'].select()})", _legend(pool))),
+                _queries((f"min by ({pool}) ({f(m.database_up).select()})", _legend(pool))),
                 width=8,
                 mappings=[
                     model.ValueMap(
@@ -316,7 +318,7 @@ def _rows() -> list[_Row]:
                 "Worker processes per instance as detected (or configured) at startup; it multiplies every "
                 "pool's max size in the connection budget.",
                 "short",
-                _queries((f"max by (instance) ({f['workers'].select()})", _legend("instance"))),
+                _queries((f"max by (instance) ({f(m.workers).select()})", _legend("instance"))),
                 width=4,
             ),
             _timeseries(
@@ -327,8 +329,8 @@ def _rows() -> list[_Row]:
                 "deploy) can fail with 'too many connections'.",
                 "suffix:conn",
                 _queries(
-                    (f"max by ({server}) ({f['connection_demand'].select()})", f"demand {_legend(server)}"),
-                    (f"max by ({server}) ({f['connection_budget'].select()})", f"budget {_legend(server)}"),
+                    (f"max by ({server}) ({f(m.connection_demand).select()})", f"demand {_legend(server)}"),
+                    (f"max by ({server}) ({f(m.connection_budget).select()})", f"budget {_legend(server)}"),
                 ),
                 height=6,
             ),
@@ -346,7 +348,7 @@ def _rows() -> list[_Row]:
                 "percentunit",
                 _queries(
                     (
-                        f"{by_pool} ({used}) / {by_pool} ({f['connection_max'].select()})",
+                        f"{by_pool} ({used}) / {by_pool} ({f(m.connection_max).select()})",
                         _legend(pool),
                     )
                 ),
@@ -359,8 +361,8 @@ def _rows() -> list[_Row]:
                 "Open connections by state (stacked) against the pools' max size.",
                 "suffix:conn",
                 _queries(
-                    (f"sum by ({pool}, {state}) ({f['connection_count'].select()})", _legend(pool, state)),
-                    (f"{by_pool} ({f['connection_max'].select()})", f"{_legend(pool)} max"),
+                    (f"sum by ({pool}, {state}) ({f(m.connection_count).select()})", _legend(pool, state)),
+                    (f"{by_pool} ({f(m.connection_max).select()})", f"{_legend(pool)} max"),
                 ),
                 stacked=True,
             ),
@@ -370,7 +372,7 @@ def _rows() -> list[_Row]:
                 "Callers waiting for a connection right now. Sustained non-zero values mean the pool is too "
                 "small for the load (or connections are held too long).",
                 "short",
-                _queries((f"{by_pool} ({f['pending_requests'].select()})", _legend(pool))),
+                _queries((f"{by_pool} ({f(m.pending_requests).select()})", _legend(pool))),
             ),
             _timeseries(
                 7,
@@ -378,7 +380,7 @@ def _rows() -> list[_Row]:
                 "Acquires per second that gave up waiting for a connection (acquire_timeout): each one is a "
                 "failed request.",
                 "cps",
-                _queries((f"{by_pool} (rate({f['timeouts'].select()}{_RATE}))", _legend(pool))),
+                _queries((f"{by_pool} (rate({f(m.timeouts).select()}{_RATE}))", _legend(pool))),
             ),
             _timeseries(
                 8,
@@ -387,7 +389,7 @@ def _rows() -> list[_Row]:
                 "s",
                 _queries(
                     *(
-                        (f["wait_time"].quantile(q, pool), f"{_legend(pool)} {name}")
+                        (f(m.wait_time).quantile(q, pool), f"{_legend(pool)} {name}")
                         for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
                     )
                 ),
@@ -399,7 +401,7 @@ def _rows() -> list[_Row]:
                 "s",
                 _queries(
                     *(
-                        (f["use_time"].quantile(q, pool), f"{_legend(pool)} {name}")
+                        (f(m.use_time).quantile(q, pool), f"{_legend(pool)} {name}")
                         for q, name in ((0.5, "p50"), (0.95, "p95"))
                     )
                 ),
@@ -424,7 +426,7 @@ def _rows() -> list[_Row]:
                 "s",
                 _queries(
                     *(
-                        (f["operation_duration"].quantile(q, pool, operation), f"{_legend(pool, operation)} {name}")
+                        (f(m.operation_duration).quantile(q, pool, operation), f"{_legend(pool, operation)} {name}")
                         for q, name in ((0.95, "p95"), (0.99, "p99"))
                     )
                 ),
@@ -464,7 +466,7 @@ def _rows() -> list[_Row]:
                 "WARNING on sqlspec_ops.pools with the route, the request ID and the acquiring stack; /ops/pools "
                 "lists the current holders. Needs SQLSpecOps(leak_threshold=...).",
                 "short",
-                _queries((f"{by_pool} (increase({f['connection_leaks'].select()}{_RATE}))", _legend(pool))),
+                _queries((f"{by_pool} (increase({f(m.connection_leaks).select()}{_RATE}))", _legend(pool))),
             ),
             _timeseries(
                 15,
@@ -475,7 +477,7 @@ def _rows() -> list[_Row]:
                 "suffix:conn",
                 _queries(
                     (
-                        f"topk(10, sum by ({pool}, {route}) (rate({f['held_idle_time'].select('_sum')}{_RATE})))",
+                        f"topk(10, sum by ({pool}, {route}) (rate({f(m.held_idle_time).select('_sum')}{_RATE})))",
                         _legend(pool, route),
                     )
                 ),
@@ -486,7 +488,7 @@ def _rows() -> list[_Row]:
                 "95th percentile of the idle part of one hold, per route: how long a single request keeps a "
                 "connection it does not use.",
                 "s",
-                _queries((f"topk(10, {f['held_idle_time'].quantile(0.95, pool, route)})", _legend(pool, route))),
+                _queries((f"topk(10, {f(m.held_idle_time).quantile(0.95, pool, route)})", _legend(pool, route))),
             ),
             _timeseries(
                 17,
@@ -496,7 +498,7 @@ def _rows() -> list[_Row]:
                 "s",
                 _queries(
                     *(
-                        (f["connection_create_time"].quantile(q, pool), f"{_legend(pool)} {name}")
+                        (f(m.connection_create_time).quantile(q, pool), f"{_legend(pool)} {name}")
                         for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
                     )
                 ),
@@ -508,7 +510,7 @@ def _rows() -> list[_Row]:
                 "loop delays every request and every pool acquire: high lag with fast queries means blocking "
                 "code in the app, not a slow database.",
                 "s",
-                _queries((f["event_loop_lag"].quantile(0.99, "instance"), _legend("instance"))),
+                _queries((f(m.event_loop_lag).quantile(0.99, "instance"), _legend("instance"))),
                 width=24,
                 thresholds=(("green", None), ("red", 0.1)),
             ),
@@ -528,14 +530,14 @@ def _rows() -> list[_Row]:
                 "suffix:conn",
                 _queries(
                     (
-                        f"max by ({pool}, {server_state}) ({f['server_connections'].select()})",
+                        f"max by ({pool}, {server_state}) ({f(m.server_connections).select()})",
                         f"{_legend(pool)} this app {_legend(server_state)}",
                     ),
                     (
-                        f"max by ({pool}) ({f['server_other_connections'].select()})",
+                        f"max by ({pool}) ({f(m.server_other_connections).select()})",
                         f"{_legend(pool)} other clients",
                     ),
-                    (f"max by ({server}) ({f['connection_budget'].select()})", f"budget {_legend(server)}"),
+                    (f"max by ({server}) ({f(m.connection_budget).select()})", f"budget {_legend(server)}"),
                 ),
             ),
             _timeseries(
@@ -557,7 +559,7 @@ def _rows() -> list[_Row]:
                 "Age of this app's oldest open transaction on the server. Long transactions hold locks and keep "
                 "VACUUM from removing dead rows.",
                 "s",
-                _queries((f"max by ({pool}) ({f['server_oldest_transaction'].select()})", _legend(pool))),
+                _queries((f"max by ({pool}) ({f(m.server_oldest_transaction).select()})", _legend(pool))),
                 thresholds=(("green", None), ("red", 300)),
             ),
             _timeseries(
@@ -566,7 +568,7 @@ def _rows() -> list[_Row]:
                 "This app's backends waiting for a lock right now: a blocked statement holds its connection "
                 "for as long as it waits.",
                 "short",
-                _queries((f"max by ({pool}) ({f['server_lock_waits'].select()})", _legend(pool))),
+                _queries((f"max by ({pool}) ({f(m.server_lock_waits).select()})", _legend(pool))),
             ),
         ),
     )
@@ -600,7 +602,7 @@ def _variable(name: str, label: str, query: str) -> dashboard_builders.QueryVari
 
 def _model() -> dict[str, Any]:
     """Return the dashboard model the SDK builds (no export envelope)."""
-    max_series = _families()["connection_max"].name
+    max_series = _Family.of(OpsMetrics(CollectorRegistry()).connection_max).name
     builder = (
         dashboard_builders.Dashboard("SQLSpec ops: pools, queries, readiness")
         .uid("sqlspec-ops")
