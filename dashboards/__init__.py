@@ -1,1 +1,1 @@
-"""Grafana dashboards and Prometheus alert rules for sqlspec-ops (``generate`` writes the dashboard JSON)."""
+"""Grafana dashboards and Prometheus alert rules for sqlspec-ops (``generate`` writes the JSON and PrometheusRule)."""

@@ -146,6 +146,61 @@ class OpsMetrics:
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
+        self.connection_create_time = Histogram(
+            "db_client_connection_create_time_seconds",
+            "Time it took to create a new connection.",
+            pool,
+            registry=registry,
+            buckets=POOL_TIME_BUCKETS,
+        )
+        self.connection_leaks = Counter(
+            "sqlspec_ops_connection_leaks",
+            "Connections held longer than leak_threshold.",
+            pool,
+            registry=registry,
+        )
+        self.held_idle_time = Histogram(
+            "sqlspec_ops_connection_held_idle_seconds",
+            "Time a connection was held without running a statement (hold time minus statement time).",
+            (*pool, "http_route"),
+            registry=registry,
+            buckets=POOL_TIME_BUCKETS,
+        )
+        self.event_loop_lag = Histogram(
+            "sqlspec_ops_event_loop_lag_seconds",
+            "How late the event loop ran a sampling callback.",
+            registry=registry,
+            buckets=POOL_TIME_BUCKETS,
+        )
+        # The server's view is one server-wide fact that every worker reads: the latest reading wins, never a sum.
+        self.server_connections = Gauge(
+            "sqlspec_ops_server_connections",
+            "This app's backends on the database server, by state (pg_stat_activity).",
+            (*pool, "state"),
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.server_other_connections = Gauge(
+            "sqlspec_ops_server_other_connections",
+            "Backends of other clients on the database server (pg_stat_activity).",
+            pool,
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.server_oldest_transaction = Gauge(
+            "sqlspec_ops_server_oldest_transaction_seconds",
+            "Age of the oldest open transaction of this app on the database server.",
+            pool,
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.server_lock_waits = Gauge(
+            "sqlspec_ops_server_lock_waits",
+            "This app's backends waiting on a lock on the database server.",
+            pool,
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
 
 
 def metrics_for(registry: CollectorRegistry | None = None) -> OpsMetrics:

@@ -1,17 +1,25 @@
-"""The committed Grafana dashboards meet Grafana's import requirements and query only what the package exports."""
+"""The committed Grafana dashboard conforms to Grafana's schemas, imports cleanly and queries only exported series."""
 
+import copy
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from dashboards import generate
-from sqlspec_ops._metrics import POOL_LABEL, metrics_for
-from tests.support.dashboards import dashboard_files, load_dashboard, panels, targets, variables
+from tests.support.dashboards import (
+    DASHBOARDS_DIR,
+    dashboard_files,
+    load_dashboard,
+    panels,
+    schema_errors,
+    targets,
+    variables,
+)
 
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 GRID_WIDTH = 24
@@ -21,20 +29,40 @@ SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 PARAMS = [pytest.param(path, id=path.name) for path in dashboard_files()]
 
 
+POOL_LABEL = "db_client_connection_pool_name"  # pinned by SPEC.md; the generator reads it from the package
+
+
 def exported_names() -> dict[str, set[str]]:
     """Map every series name the package exports to its label names (read from the metric families)."""
-    label_names: dict[str, set[str]] = {}
-    for metric in vars(metrics_for(CollectorRegistry())).values():
-        labels = set(metric._labelnames)
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(metric._type, ("",))
-        for suffix in suffixes:
-            label_names[metric._name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
-    return label_names
+    return {name: set(labels) for name, labels in generate.exported_series().items()}
 
 
-def test_there_is_a_dashboard() -> None:
-    """dashboards/ ships at least one dashboard JSON file."""
-    assert dashboard_files(), "no dashboards/*.json"
+def test_exported_names_come_from_the_package() -> None:
+    """The name lookup sees the families SPEC.md pins, with their labels and the series suffixes Prometheus stores."""
+    exported = exported_names()
+    assert exported["db_client_connection_timeouts_total"] == {POOL_LABEL}
+    assert exported["sqlspec_ops_connection_leaks_total"] == {POOL_LABEL}
+    assert exported["sqlspec_ops_connection_held_idle_seconds_bucket"] == {POOL_LABEL, "http_route", "le"}
+    assert exported["sqlspec_ops_server_connections"] == {POOL_LABEL, "state"}
+    assert exported["sqlspec_ops_event_loop_lag_seconds_count"] == set()
+    assert exported["sqlspec_ops_connection_budget"] == {"server"}
+    assert "db_client_connection_timeouts" not in exported, "counters are stored with _total"
+
+
+def test_name_lookup_rejects_what_the_package_does_not_define() -> None:
+    """A label a family lacks, or a quantile of a gauge, stops the generator instead of writing an empty panel."""
+    families = generate._families()
+    with pytest.raises(ValueError, match="has no label 'pool'"):
+        families["connection_count"].label("pool")
+    with pytest.raises(ValueError, match="not a histogram"):
+        families["connection_max"].quantile(0.5, POOL_LABEL)
+    assert families["event_loop_lag"].label("instance") == "instance", "Prometheus adds job and instance"
+
+
+def test_the_generator_owns_every_dashboard_file() -> None:
+    """Every dashboard JSON in dashboards/ is the generated one, so no hand-edited file escapes the checks below."""
+    assert dashboard_files() == [generate.DASHBOARD_PATH]
+    assert generate.DASHBOARD_PATH.parent == DASHBOARDS_DIR
 
 
 def test_committed_dashboard_matches_the_generator() -> None:
@@ -42,6 +70,58 @@ def test_committed_dashboard_matches_the_generator() -> None:
     assert generate.DASHBOARD_PATH.read_text(encoding="utf-8") == generate.render(), (
         "dashboards/sqlspec-ops.json is stale: run python dashboards/generate.py"
     )
+
+
+@pytest.mark.parametrize("path", PARAMS)
+def test_dashboard_conforms_to_grafana_schemas(path: Path) -> None:
+    """The model, every panel's options and custom field config, and every query pass Grafana's JSON Schemas."""
+    errors = schema_errors(load_dashboard(path))
+    assert errors == [], "\n".join(errors)
+
+
+def _first(dashboard: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(panel for panel in panels(dashboard) if panel["type"] == kind)
+
+
+def _custom(panel: dict[str, Any]) -> dict[str, Any]:
+    custom: dict[str, Any] = panel["fieldConfig"]["defaults"]["custom"]
+    return custom
+
+
+BREAKAGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "variable current without value": lambda d: d["templating"]["list"][0]["current"].pop("value"),
+    "variable query object of strings": lambda d: d["templating"]["list"][0].update(query={"query": "up"}),
+    "unknown dashboard key": lambda d: d.update(graph_tooltip=1),
+    "stat options without wideLayout": lambda d: _first(d, "stat")["options"].pop("wideLayout"),
+    "timeseries legend placement": lambda d: _first(d, "timeseries")["options"]["legend"].update(placement="top"),
+    "timeseries custom fillOpacity type": lambda d: _custom(_first(d, "timeseries")).update(fillOpacity="10"),
+    "target without expr": lambda d: _first(d, "timeseries")["targets"][0].pop("expr"),
+    "target editorMode": lambda d: _first(d, "stat")["targets"][0].update(editorMode="text"),
+    "panel kind without a schema": lambda d: _first(d, "stat").update(type="piechart"),
+    "row without panels": lambda d: next(p for p in d["panels"] if p["type"] == "row").pop("panels"),
+    "stat with a custom field config": lambda d: _first(d, "stat")["fieldConfig"]["defaults"].update(custom={"x": 1}),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES.values(), ids=list(BREAKAGES))
+def test_schema_check_rejects_a_broken_copy(breakage: Callable[[dict[str, Any]], None]) -> None:
+    """A copy of the dashboard broken in one place fails the schema check (so the test above can fail)."""
+    broken = copy.deepcopy(load_dashboard(generate.DASHBOARD_PATH))
+    breakage(broken)
+    assert schema_errors(broken), "the schema check accepted a broken dashboard"
+
+
+def test_schema_check_finds_what_the_hand_written_dashboard_got_wrong() -> None:
+    """Variables with a bare current or an object query and stat options of Grafana 10 are each reported."""
+    legacy = copy.deepcopy(load_dashboard(generate.DASHBOARD_PATH))
+    variable = legacy["templating"]["list"][0]
+    variable.update(current={}, query={"qryType": 1, "query": variable["definition"], "refId": "Q"})
+    for key in ("wideLayout", "showPercentChange", "percentChangeColorMode"):
+        _first(legacy, "stat")["options"].pop(key)
+    errors = schema_errors(legacy)
+    assert len(errors) == 6, "\n".join(errors)  # text, value, query; three stat options
+    assert any("templating/list/0/query" in error for error in errors)
+    assert any("'wideLayout' is a required property" in error for error in errors)
 
 
 @pytest.mark.parametrize("path", PARAMS)
@@ -55,7 +135,7 @@ def test_import_requirements(path: Path) -> None:
     assert {("grafana", "grafana"), ("datasource", "prometheus")} <= requires
     used_types = {panel["type"] for panel in panels(dashboard) if panel["type"] != "row"}
     assert {("panel", kind) for kind in used_types} <= requires
-    assert dashboard["schemaVersion"] >= 39  # Grafana 10.4+ exports
+    assert dashboard["schemaVersion"] == 42, "the model of the pinned SDK and of the schemas in tests/data"
     assert dashboard["id"] is None, "an exported dashboard has no database id"
     assert dashboard["uid"]
     assert dashboard["title"]
@@ -99,7 +179,8 @@ def test_template_variables(path: Path) -> None:
     )
     for variable in found.values():
         assert variable["type"] == "query"
-        assert variable["query"]["query"] == variable["definition"]
+        assert variable["query"] == variable["definition"]
+        assert variable["current"] == {"text": ["All"], "value": ["$__all"]}
         assert variable["multi"] is True
         assert variable["includeAll"] is True
         assert variable["refresh"] == 2, "refresh on time range change, so new instances and pools appear"
@@ -169,9 +250,37 @@ def test_queries_aggregate_across_instances_and_workers(path: Path) -> None:
         for quantile in re.finditer(r"histogram_quantile\(", expr):
             rest = expr[quantile.end() :]
             assert re.match(r"0\.\d+, sum by \(le, [^)]*\) \(rate\(\w+_bucket\{", rest), f"{target}: {expr}"
-        assert re.match(r"\(?(sum|min|max|histogram_quantile)\b", expr), f"{target}: not aggregated: {expr}"
+        assert re.match(r"\(?(sum|min|max|histogram_quantile|topk\(\d+, (sum|histogram_quantile))\b", expr), (
+            f"{target}: not aggregated: {expr}"
+        )
+        assert not not_max(expr), f"{target}: server-wide facts {not_max(expr)} must be aggregated with max"
         if "error_type" in expr:
             assert 'error_type!=""' in expr, f'{target}: successes carry error_type="": {expr}'
+
+
+# Facts every worker and instance reports identically (the server's view, the budget, the worker count).
+SERVER_WIDE = (
+    "sqlspec_ops_server_connections",
+    "sqlspec_ops_server_other_connections",
+    "sqlspec_ops_server_oldest_transaction_seconds",
+    "sqlspec_ops_server_lock_waits",
+    "sqlspec_ops_connection_budget",
+    "sqlspec_ops_connection_demand",
+    "sqlspec_ops_workers",
+)
+
+
+def not_max(expr: str) -> list[str]:
+    """Return the server-wide series an expression reads without ``max by (...)`` directly around them."""
+    found = re.finditer(rf"\b({'|'.join(SERVER_WIDE)})\{{", expr)
+    return [match.group(1) for match in found if not re.search(r"max by \([^)]*\) \($", expr[: match.start()])]
+
+
+def test_not_max_detection() -> None:
+    """The max-not-sum check flags summed or bare server-wide gauges and accepts max (so the check can fail)."""
+    assert not_max('sum by (pool) (sqlspec_ops_server_lock_waits{job=~"$job"})') == ["sqlspec_ops_server_lock_waits"]
+    assert not_max("sqlspec_ops_connection_budget{} > 1") == ["sqlspec_ops_connection_budget"]
+    assert not_max('max by (server) (sqlspec_ops_connection_budget{job=~"$job"})') == []
 
 
 REQUIRED = {
@@ -196,6 +305,19 @@ REQUIRED = {
     "connection demand": r"sqlspec_ops_connection_demand\{",
     "connection budget": r"sqlspec_ops_connection_budget\{",
     "worker count": r"sqlspec_ops_workers\{",
+    "leaks per pool": r"sum by \(db_client_connection_pool_name\) \(increase\(sqlspec_ops_connection_leaks_total\{",
+    "held idle by route, top routes": r"topk\(\d+, sum by \([^)]*http_route[^)]*\) "
+    r"\(rate\(sqlspec_ops_connection_held_idle_seconds_sum\{",
+    "this app's server connections by state": r"max by \(db_client_connection_pool_name, state\) "
+    r"\(sqlspec_ops_server_connections\{",
+    "other clients": r"max by \(db_client_connection_pool_name\) \(sqlspec_ops_server_other_connections\{",
+    "idle in transaction": r'sqlspec_ops_server_connections\{[^}]*state="idle in transaction"',
+    "oldest transaction": r"max by \([^)]*\) \(sqlspec_ops_server_oldest_transaction_seconds\{",
+    "lock waits": r"max by \([^)]*\) \(sqlspec_ops_server_lock_waits\{",
+    "event-loop lag p99 per instance": r"histogram_quantile\(0\.99, sum by \(le, instance\) "
+    r"\(rate\(sqlspec_ops_event_loop_lag_seconds_bucket\{",
+    "connection create time p95": r"histogram_quantile\(0\.95, sum by \(le, db_client_connection_pool_name\) "
+    r"\(rate\(db_client_connection_create_time_seconds_bucket\{",
 }
 
 

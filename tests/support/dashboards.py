@@ -1,23 +1,32 @@
-"""Read the committed Grafana dashboards and Prometheus rules the way Grafana and Prometheus would."""
+"""Read the committed Grafana dashboards and Prometheus rules the way Grafana and Prometheus would.
+
+:func:`schema_errors` checks a dashboard against Grafana's own JSON Schemas (draft-07, copied unchanged into
+``tests/data/grafana-schemas`` from grafana-foundation-sdk, Apache-2.0; see the README there), the closest
+offline judge of what Grafana imports: no Grafana server can run on CI machines.
+"""
 
 import json
 import re
 from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft7Validator
 
 __all__ = (
     "ALERTS_PATH",
     "ALERTS_TEST_PATH",
     "DASHBOARDS_DIR",
+    "SCHEMAS_DIR",
     "Target",
     "alert_rules",
     "dashboard_files",
     "load_dashboard",
     "panels",
     "regex_value",
+    "schema_errors",
     "substitute",
     "targets",
     "variables",
@@ -26,6 +35,9 @@ __all__ = (
 DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "dashboards"
 ALERTS_PATH = DASHBOARDS_DIR / "alerts.yml"
 ALERTS_TEST_PATH = DASHBOARDS_DIR / "alerts.test.yml"
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "data" / "grafana-schemas"
+# The "Export for sharing externally" envelope: Grafana reads it on import, it is not part of the model.
+_ENVELOPE = ("__inputs", "__elements", "__requires")
 
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
@@ -101,3 +113,57 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
         return values[match.group(1) or match.group(2)]
 
     return _VARIABLE.sub(replace, expr)
+
+
+@cache
+def _definitions(schema_file: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((SCHEMAS_DIR / f"{schema_file}.jsonschema.json").read_text(encoding="utf-8"))
+    return document
+
+
+@cache
+def _validator(schema_file: str, definition: str) -> Draft7Validator:
+    """Return a validator for one definition of one schema file (the files only reference their own definitions)."""
+    document = _definitions(schema_file)
+    schema = {
+        "$schema": document["$schema"],
+        "$ref": f"#/definitions/{definition}",
+        "definitions": document["definitions"],
+    }
+    Draft7Validator.check_schema(schema)
+    return Draft7Validator(schema)
+
+
+def _errors(validator: Draft7Validator, instance: Any, where: str) -> list[str]:
+    return [
+        f"{where}{''.join(f'/{part}' for part in error.absolute_path)}: {error.message}"
+        for error in sorted(validator.iter_errors(instance), key=lambda error: list(map(str, error.absolute_path)))
+    ]
+
+
+def schema_errors(dashboard: Mapping[str, Any]) -> list[str]:
+    """Return every way a dashboard breaks Grafana's JSON Schemas (empty when it conforms).
+
+    The model (envelope stripped) is checked against ``dashboard``; each panel's ``options`` and
+    ``fieldConfig.defaults.custom`` against its kind's ``Options`` and ``FieldConfig`` (a kind without a schema
+    file is an error: it would go unchecked); each target against ``prometheus``'s ``Dataquery``.
+    """
+    model = {key: value for key, value in dashboard.items() if key not in _ENVELOPE}
+    errors = _errors(_validator("dashboard", "Dashboard"), model, "dashboard")
+    for panel in panels(dashboard):
+        kind = panel.get("type")
+        if kind == "row":
+            continue
+        where = f"panel {panel.get('id')} ({kind})"
+        if not (SCHEMAS_DIR / f"{kind}.jsonschema.json").is_file():
+            errors.append(f"{where}: no schema for panel kind {kind!r} in {SCHEMAS_DIR}")
+            continue
+        errors += _errors(_validator(kind, "Options"), panel.get("options", {}), f"{where} options")
+        custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom")
+        if "FieldConfig" in _definitions(kind)["definitions"]:
+            errors += _errors(_validator(kind, "FieldConfig"), custom or {}, f"{where} fieldConfig.defaults.custom")
+        elif custom:
+            errors.append(f"{where}: fieldConfig.defaults.custom is set but {kind} defines no custom field config")
+        for index, target in enumerate(panel.get("targets", [])):
+            errors += _errors(_validator("prometheus", "Dataquery"), target, f"{where} targets/{index}")
+    return errors
