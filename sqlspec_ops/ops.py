@@ -251,8 +251,8 @@ class SQLSpecOps:
     def _wrap_middleware(self, app: FastAPI) -> None:
         build = app.build_middleware_stack
         # A bare app of its own gives the ops routes FastAPI's request plumbing (exit stacks, exception
-        # handling) without the main app's middleware.
-        ops_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        # handling) without the main app's middleware; the app's title names the service on the status page.
+        ops_app = FastAPI(title=app.title, openapi_url=None, docs_url=None, redoc_url=None)
         ops_app.include_router(self.router)
 
         def build_middleware_stack() -> ASGIApp:
