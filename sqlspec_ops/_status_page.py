@@ -36,6 +36,8 @@ p{margin:.3rem 0}.muted{color:var(--muted)}code{font-size:.9em;overflow-wrap:any
 .scroll{overflow-x:auto}table{border-collapse:collapse;min-width:100%;font-size:.9rem}
 th,td{border-bottom:1px solid var(--line);padding:.25rem .5rem;text-align:left;vertical-align:top}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{white-space:nowrap}td.n .flag{display:block;white-space:normal}
+@media (max-width:40rem){th,td{padding:.2rem .3rem}article{padding:.2rem .45rem .5rem}body{padding:.5rem}}
 .st{font-weight:600;padding:0 .35rem;border-radius:.25rem;border:1px solid currentColor}
 .st-pass{color:var(--pass)}.st-warn{color:var(--warn)}.st-fail{color:var(--fail)}.st-unknown{color:var(--muted)}
 tr.leak td{background:color-mix(in srgb,var(--fail) 14%,transparent)}
@@ -254,9 +256,9 @@ def _utilisation(pool: dict[str, Any]) -> str:
     return (
         f"{bar}<p>"
         f'<svg class="key" aria-hidden="true"><rect class="b-used" width="100%" height="100%"/></svg>used '
-        f"<strong>{_count(used)}</strong>"
+        f"<strong>{_count(used)}</strong>, "
         f'<svg class="key" aria-hidden="true"><rect class="b-idle" width="100%" height="100%"/></svg>idle '
-        f"<strong>{_count(idle)}</strong>"
+        f"<strong>{_count(idle)}</strong>, "
         f'<svg class="key" aria-hidden="true"><rect class="b-free" width="100%" height="100%"/></svg>max '
         f"<strong>{_count(maximum)}</strong> (open {_count(size)}, min {_count(pool.get('min_size'))}) · "
         f"pending <strong>{_count(pending)}</strong> · timeouts <strong>{_count(pool.get('timeouts'))}</strong> "
@@ -452,7 +454,7 @@ def _ms(value: object) -> str:
         return _NA
     if number >= 1000:  # noqa: PLR2004 - a second and more reads better in seconds
         return f"{number / 1000:.2f} s"
-    return f"{number:.1f} ms"
+    return f"{number:.2f} ms" if number < 1 else f"{number:.1f} ms"
 
 
 def _seconds(value: float | None) -> str:
