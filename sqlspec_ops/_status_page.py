@@ -64,11 +64,15 @@ _SCRIPT = """
   });
   setInterval(function () {
     if (!box.checked || document.hidden) { return; }
-    fetch(location.pathname, {credentials: "same-origin", cache: "no-store"}).then(function (response) {
+    // origin + path: a URL typed with user:password@ would otherwise make the relative request invalid
+    var url = location.origin + location.pathname;
+    fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (response) {
       if (!response.ok) { throw new Error("HTTP " + response.status); }
       return response.text();
     }).then(function (text) {
-      var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("content");
+      // only <main>: parsing the new <head> would check its style against this page's nonce (and complain)
+      var main = text.slice(text.indexOf("<main"), text.lastIndexOf("</main>") + 7);
+      var fresh = new DOMParser().parseFromString(main, "text/html").getElementById("content");
       if (!fresh) { throw new Error("no content"); }
       document.getElementById("content").replaceWith(document.adoptNode(fresh));
       note.textContent = "updated " + new Date().toLocaleTimeString();
