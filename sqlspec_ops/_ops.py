@@ -228,7 +228,7 @@ class SQLSpecOps:
         if app.middleware_stack is not None:
             msg = "SQLSpecOps.instrument(app) must be called before the app starts serving requests"
             raise RuntimeError(msg)
-        ops_app = self._ops_app()  # built first: nothing on the app has changed if this fails
+        ops_app = self._ops_app(app.title if isinstance(app, FastAPI) else None)  # nothing changed if this fails
         self.install()
         self._wrap_middleware(app, ops_app)
         if PoolAcquireTimeout not in app.exception_handlers:
@@ -270,9 +270,12 @@ class SQLSpecOps:
                     )
             db.pool.reattach()  # adopts a driver pool the app already created; no I/O
 
-    def _ops_app(self) -> FastAPI:
-        """Build the private app serving the ops routes: FastAPI's request plumbing without the app's middleware."""
-        ops_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    def _ops_app(self, title: str | None) -> FastAPI:
+        """Build the private app serving the ops routes: FastAPI's request plumbing without the app's middleware.
+
+        It carries the app's title, which names the service on the status page.
+        """
+        ops_app = FastAPI(title=title or "FastAPI", openapi_url=None, docs_url=None, redoc_url=None)
         ops_app.include_router(self.router)
         return ops_app
 

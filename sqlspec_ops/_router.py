@@ -1,20 +1,24 @@
 """The ``/ops`` endpoints and the 503 answer for an exhausted pool. Thin: every answer comes from what it is given.
 
-``/live`` and ``/ready`` (alias ``/health``) stay open for orchestrator probes; ``/metrics`` and ``/pools``
-require the bearer token when one is configured. Authorization is checked inline (not through
-``HTTPException``) because ``SQLSpecOps.instrument`` serves these routes ahead of the app's exception
-middleware.
+``/live`` and ``/ready`` (alias ``/health``) stay open for orchestrator probes; ``/metrics``, ``/pools`` and
+the status page ``/`` require the token when one is configured, as a bearer token or (what a browser can
+send) as the password of HTTP Basic. Authorization is checked inline (not through ``HTTPException``) because
+``SQLSpecOps.instrument`` serves these routes ahead of the app's exception middleware.
 """
 
+import binascii
 import hmac
 import logging
+import secrets
+from base64 import b64decode
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from sqlspec_ops._health import HealthChecker
+from sqlspec_ops._status_page import render_status_page, service_name
 
 __all__ = ("HEALTH_JSON", "build_router", "pool_exhausted")
 
@@ -22,24 +26,58 @@ logger = logging.getLogger("sqlspec_ops")
 
 HEALTH_JSON = "application/health+json"
 _NO_STORE = {"Cache-Control": "no-store"}
+_PAGE_REFRESH_SECONDS = 5.0
 
 
-def build_router(
+def _presented_token(header: str) -> bytes | None:
+    """Return the token of an ``Authorization`` header: a bearer token, or the password of HTTP Basic."""
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return credentials.strip().encode()
+    if scheme == "basic":
+        try:
+            decoded = b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return decoded.partition(b":")[2]  # any username: the password is the token
+    return None
+
+
+def _page_headers(nonce: str) -> dict[str, str]:
+    # Nothing external, nothing inline without the nonce; connect-src 'self' only for the refresh script's fetch.
+    csp = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        **_NO_STORE,
+    }
+
+
+def build_router(  # noqa: C901 - counts the route closures
     *,
     prefix: str,
     token: str | None,
     health: HealthChecker,
     render_metrics: Callable[[str | None], tuple[bytes, str]],
     pools_report: Callable[[], dict[str, Any]],
+    service: str | None = None,
 ) -> APIRouter:
     """Build the ops router.
 
     Args:
         prefix: Where the endpoints live.
-        token: Bearer token required by every endpoint except live and ready (None: open).
+        token: Required by every endpoint except live and ready (None: open), as a bearer token or as the
+            password of HTTP Basic.
         health: Answers readiness.
         render_metrics: Renders the exposition for a scraper's ``Accept`` header.
         pools_report: Builds the ``/ops/pools`` body.
+        service: The service's name on the status page (default: ``OTEL_SERVICE_NAME``, else the app's title
+            unless it is FastAPI's default, else ``sqlspec-ops``).
 
     Returns:
         An ``APIRouter`` whose paths start with ``prefix``.
@@ -51,17 +89,19 @@ def build_router(
     def authorized(request: Request) -> bool:
         if expected is None:
             return True
-        header = request.headers.get("authorization", "")
-        scheme, _, credentials = header.partition(" ")
+        presented = _presented_token(request.headers.get("authorization", ""))
         # compare_digest runs in time independent of where the values differ
-        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), expected)
+        return presented is not None and hmac.compare_digest(presented, expected)
 
     def unauthorized() -> Response:
-        return JSONResponse(
-            {"detail": "a bearer token is required for this endpoint"},
+        response = JSONResponse(
+            {"detail": "the ops token is required: as a bearer token, or as the password of HTTP Basic"},
             status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="ops"', **_NO_STORE},
+            headers={"WWW-Authenticate": 'Bearer realm="sqlspec-ops"', **_NO_STORE},
         )
+        # A second challenge makes browsers ask for a user and password (they cannot send a bearer token).
+        response.headers.append("WWW-Authenticate", 'Basic realm="sqlspec-ops", charset="UTF-8"')
+        return response
 
     @router.get("/live", summary="Liveness: the process serves requests (never touches a database)")
     async def live() -> Response:
@@ -88,6 +128,24 @@ def build_router(
             return unauthorized()
         body: dict[str, Any] = pools_report()
         return JSONResponse(body, headers=_NO_STORE)
+
+    @router.get("", include_in_schema=False)
+    async def status_page_redirect(request: Request) -> Response:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}{prefix}/", headers=_NO_STORE)
+
+    @router.get("/", summary="Status page for people: readiness, pools, holders, the database's view, budget")
+    async def status_page(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        nonce = secrets.token_urlsafe(18)
+        page = render_status_page(
+            service=service or service_name(title=getattr(request.app, "title", None)),
+            health=(await health.check()).as_json(),
+            pools=pools_report(),
+            nonce=nonce,
+            refresh_seconds=_PAGE_REFRESH_SECONDS,
+        )
+        return HTMLResponse(page, headers=_page_headers(nonce))
 
     return router
 

@@ -20,7 +20,7 @@ from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples
 
 served = asynccontextmanager(serve)
-OPS_PATHS = ("/ops/live", "/ops/ready", "/ops/health", "/ops/pools", "/ops/metrics", "/ops/nope")
+OPS_PATHS = ("/ops/live", "/ops/ready", "/ops/health", "/ops/pools", "/ops/metrics", "/ops/", "/ops/nope")
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 
 
