@@ -14,8 +14,9 @@ import pytest
 
 from sqlspec_ops.budget import PoolDemand, ServerLimits, build_report
 from sqlspec_ops.workers import WorkerCount
-from tests.apps.serving import ROOT, clean_env
+from tests.support.paths import ROOT
 from tests.support.postgres import PostgresServer
+from tests.support.processes import clean_env
 
 README = ROOT / "README.md"
 

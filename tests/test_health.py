@@ -23,10 +23,9 @@ from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops.pools import InstrumentedPool
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer, free_port
 
-served = asynccontextmanager(serve)
 HEALTH_TIMEOUT = 1.0
 SLACK = 0.5
 UP = "sqlspec_ops_database_up"
@@ -81,7 +80,7 @@ async def test_stopped_database_fails_readiness_fast_and_recovers_without_restar
         ops = SQLSpecOps(spec, registry=registry, health_timeout=HEALTH_TIMEOUT, health_cache_ttl=0.5)
         app = FastAPI()
         ops.instrument(app)
-        async with served(app) as client:
+        async with serving(app) as client:
             response = await client.get("/ops/ready")
             assert response.status_code == 200, response.text
             assert response.json()["status"] == "pass"
@@ -138,7 +137,7 @@ async def test_silent_server_bounds_startup_and_readiness(adapter: str, registry
         app = FastAPI()
         ops.instrument(app)
         started = time.perf_counter()
-        async with served(app) as client:
+        async with serving(app) as client:
             startup = time.perf_counter() - started
             # opening the pool, reading the budget and the first ping share one startup_timeout
             assert startup < 1.0 + SLACK, f"startup took {startup:.2f}s"
@@ -175,7 +174,7 @@ async def test_live_is_instant_while_every_connection_is_busy(pg: PostgresServer
         await release.wait()
         return {"value": value}
 
-    async with served(app) as client:
+    async with serving(app) as client:
         await asyncio.sleep(ops.health.cache_ttl)  # let the startup ping's result expire
         busy_requests = [asyncio.create_task(client.get("/busy")) for _ in range(2)]
         for _ in busy_requests:
@@ -207,7 +206,7 @@ async def test_probe_storm_costs_a_handful_of_pings(pg: PostgresServer, registry
     ops = SQLSpecOps(spec, registry=registry)
     app = FastAPI()
     ops.instrument(app)
-    async with served(app) as client:
+    async with serving(app) as client:
         await asyncio.sleep(ops.health.cache_ttl)  # the startup ping's result has expired: the storm must ping
         pool = config.connection_instance
         assert isinstance(pool, InstrumentedPool)
@@ -230,7 +229,7 @@ async def test_ready_reports_each_database_and_fails_when_any_fails(
     ops = SQLSpecOps(spec, registry=registry, health_timeout=0.5)
     app = FastAPI()
     ops.instrument(app)
-    async with served(app) as client:
+    async with serving(app) as client:
         for path in ("/ops/ready", "/ops/health"):
             response, took = await timed_get(client, path)
             assert response.status_code == 503

@@ -4,7 +4,6 @@ import io
 import json
 import logging
 import re
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec.observability import ObservabilityConfig
 
 from sqlspec_ops import SQLSpecOps, configure_logging, get_request_id
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 
-client_for = asynccontextmanager(serve)
 SECRET = "hunter2-secret-parameter"  # noqa: S105 - a marker grepped for in the log output
 
 
@@ -57,7 +55,7 @@ async def test_sqlspec_statement_record_carries_the_request_id(pg: PostgresServe
     """On asyncpg, X-Request-ID abc-123 ends up on the sqlspec.sql line, the app's lines and the response."""
     stream = io.StringIO()
     configure_logging(json=True, stream=stream)
-    async with client_for(_statement_app(pg, registry)) as client:
+    async with serving(_statement_app(pg, registry)) as client:
         response = await client.get("/lookup", headers={"X-Request-ID": "abc-123"})
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "abc-123"
@@ -85,7 +83,7 @@ async def test_sql_parameters_only_when_enabled(pg: PostgresServer, registry: Co
     """With sql_parameters=True (and SQLSpec at DEBUG, where it attaches them) the parameters are kept."""
     stream = io.StringIO()
     configure_logging(json=True, level="DEBUG", sql_parameters=True, stream=stream)
-    async with client_for(_statement_app(pg, registry)) as client:
+    async with serving(_statement_app(pg, registry)) as client:
         await client.get("/lookup", headers={"X-Request-ID": "abc-456"})
     [sql] = [
         line for line in _lines(stream) if line["logger"] == "sqlspec.sql" and "length" in line.get("db.statement", "")
@@ -98,7 +96,7 @@ async def test_debug_level_alone_does_not_expose_parameters(pg: PostgresServer, 
     """At DEBUG, where SQLSpec attaches raw parameters to its records, the default pipeline still drops them."""
     stream = io.StringIO()
     configure_logging(json=True, level="DEBUG", stream=stream)
-    async with client_for(_statement_app(pg, registry)) as client:
+    async with serving(_statement_app(pg, registry)) as client:
         await client.get("/lookup", headers={"X-Request-ID": "abc-789"})
     assert any(line.get("request_id") == "abc-789" for line in _lines(stream) if line["logger"] == "sqlspec.sql")
     assert SECRET not in stream.getvalue()
@@ -148,7 +146,7 @@ async def test_trace_ids_on_sqlspec_lines_inside_a_request_span(
                 await session.select_value("SELECT 'traced-statement'")
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async with client_for(app) as client:
+    async with serving(app) as client:
         await client.get("/traced", headers={"X-Request-ID": "traced-1"})
     [sql] = [line for line in _lines(stream) if "traced-statement" in line.get("db.statement", "")]
     assert sql["request_id"] == "traced-1"
@@ -243,7 +241,7 @@ async def test_readme_request_id_example_logs_what_it_shows(capsys: pytest.Captu
     namespace: dict[str, Any] = {"__name__": "readme_example"}
     exec(compile(app_code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     capsys.readouterr()
-    async with client_for(namespace["app"]) as client:
+    async with serving(namespace["app"]) as client:
         response = await client.get("/hello", headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
     assert response.json() == {"request_id": "abc-123"}

@@ -4,7 +4,6 @@ import asyncio
 import json
 import re
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +11,10 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from sqlspec_ops import PoolAcquireTimeout
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-served = asynccontextmanager(serve)
 TOKEN = "readme-ops-token"  # noqa: S105 - a test credential
 
 
@@ -67,7 +65,7 @@ async def test_readme_endpoints_example(monkeypatch: pytest.MonkeyPatch) -> None
             return {"value": value}
 
         authorized = {"Authorization": f"Bearer {TOKEN}"}
-        async with served(app) as client:
+        async with serving(app) as client:
             assert (await client.get("/ops/live")).json() == {"status": "pass"}
             for path in ("/ops/ready", "/ops/health"):
                 ready = await client.get(path)

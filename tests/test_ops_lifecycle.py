@@ -13,7 +13,7 @@ from sqlspec import SQLSpec
 from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
 
 from sqlspec_ops import SQLSpecOps
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 
 
@@ -51,7 +51,7 @@ async def test_exhausted_pool_answers_503_with_retry_after(
 ) -> None:
     """A request that cannot get a connection within acquire_timeout gets 503 + Retry-After, logged once."""
     app, _ = _app(pg.dsn, registry, acquire_timeout=0.2, health_interval=None)
-    async for client in serve(app):
+    async with serving(app) as client:
         holder = asyncio.create_task(client.get("/hold"))
         await asyncio.sleep(0.2)  # the only connection is now held
         started = time.monotonic()
@@ -103,7 +103,7 @@ async def test_readiness_refreshes_without_probes_and_budget_follows() -> None:
         def up() -> float | None:
             return registry.get_sample_value("sqlspec_ops_database_up", labels)
 
-        async for _client in serve(app):
+        async with serving(app):
             assert up() == 0
             assert ops.budget is not None
             assert ops.budget.errors

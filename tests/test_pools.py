@@ -11,7 +11,6 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -27,7 +26,7 @@ from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import PoolAcquireTimeout, SQLSpecOps
 from sqlspec_ops.pools import InstrumentedPool
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 from tests.support.promql import bucket_counts, histogram_quantile, subtract
 
@@ -35,7 +34,6 @@ POOL = "main"
 LABELS = {"db_client_connection_pool_name": POOL}
 HOLD = 0.1
 SESSIONS = 10
-served = asynccontextmanager(serve)  # a failing test still runs the app's shutdown
 WAIT = "db_client_connection_wait_time_seconds"
 USE = "db_client_connection_use_time_seconds"
 
@@ -207,7 +205,7 @@ async def test_contention_is_measured_on_every_session_path(
     config = spec.add_config(make_config(adapter, pg, tmp_path, app_name))
     ops = SQLSpecOps(spec, registry=registry)
     app = build_app(spec, config, ops, adapter, path)
-    async with served(app) as client:
+    async with serving(app) as client:
         pool = config.connection_instance
         assert isinstance(pool, InstrumentedPool)
         if path.startswith(("plugin", "ops-then")):
@@ -350,7 +348,7 @@ async def test_http_caller_of_an_exhausted_pool_gets_an_error_not_a_hang(
     async def quick(db: Annotated[Any, Depends(plugin.provide_session())]) -> dict[str, int]:
         return {"one": await db.select_value("SELECT 1")}
 
-    async with served(app) as client:
+    async with serving(app) as client:
         blockers = [asyncio.create_task(client.get("/block")) for _ in range(2)]
         pool = config.connection_instance
         assert isinstance(pool, InstrumentedPool)
@@ -452,7 +450,7 @@ async def test_metrics_count_acquires_through_httpx_client(
     config = spec.add_config(make_config("asyncpg", pg, tmp_path, "acquire-count"))
     ops = SQLSpecOps(spec, registry=registry)
     app = build_app(spec, config, ops, "asyncpg", "spec.provide_session")
-    async with served(app) as client:
+    async with serving(app) as client:
         before = registry.get_sample_value(f"{WAIT}_count", LABELS) or 0.0
         for _ in range(5):
             assert (await client.get("/hold")).status_code == 200

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 from tests.support.statements import statement_spans
 
@@ -65,7 +65,7 @@ async def test_readme_query_telemetry_example(orders_database: str, monkeypatch:
     }
     before = REGISTRY.get_sample_value("db_client_operation_duration_seconds_count", labels) or 0.0
 
-    async for client in serve(namespace["app"]):
+    async with serving(namespace["app"]) as client:
         response = await client.get("/customers/7/orders")
 
     assert response.status_code == 200
