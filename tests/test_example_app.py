@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from examples.app import create_app
 from tests.support.asgi import response_headers, serving, websocket_session
@@ -148,11 +147,8 @@ async def test_demo_routes() -> None:
         slow = await client.get("/demo/slow", params={"seconds": 0.05})
         assert slow.json() == {"slept": 0.05}
 
-    app = create_app()
-    async with serving(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            failed = await client.get("/demo/fail", headers={"X-Request-ID": "demo-fail-1"})
+    async with serving(create_app(), raise_app_exceptions=False) as client:
+        failed = await client.get("/demo/fail", headers={"X-Request-ID": "demo-fail-1"})
     assert failed.status_code == 500
     assert failed.headers["x-request-id"] == "demo-fail-1"
 
@@ -183,11 +179,3 @@ def test_invalid_environment_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ValueError, match="LOG_FORMAT must be"):
         create_app()
 
-
-def test_module_exposes_app_spec_and_factory() -> None:
-    """``examples.app`` exposes ``app``, ``spec`` and ``create_app`` for uvicorn and the CLI."""
-    import examples.app as example  # noqa: PLC0415 - the module-level app is what is under test
-
-    assert isinstance(example.app, FastAPI)
-    assert example.spec is example.app.state.sqlspec_ops.spec
-    assert {config.bind_key for config in example.spec.configs.values()} == {"primary", "analytics"}

@@ -33,7 +33,9 @@ def _state_per_request(app: ASGIApp) -> ASGIApp:
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp, *, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+async def serving(
+    app: ASGIApp, *, base_url: str = "http://testserver", raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's startup, yield an HTTP client talking to it in-process, then run its shutdown.
 
     The shutdown runs even when the block raises, so a failing test still closes the app's pools.
@@ -41,6 +43,7 @@ async def serving(app: ASGIApp, *, base_url: str = "http://testserver") -> Async
     Args:
         app: The ASGI app.
         base_url: The client's base URL.
+        raise_app_exceptions: Re-raise an exception the app did not handle (False: answer 500 as a server does).
 
     Yields:
         The client.
@@ -48,7 +51,7 @@ async def serving(app: ASGIApp, *, base_url: str = "http://testserver") -> Async
     """
     async with LifespanManager(_state_per_request(app)) as manager:
         try:
-            transport = httpx.ASGITransport(app=manager.app)
+            transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=raise_app_exceptions)
             async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
                 yield client
         except BaseException as failure:
