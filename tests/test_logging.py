@@ -3,8 +3,6 @@
 import io
 import json
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +18,7 @@ from sqlspec.observability import ObservabilityConfig
 from sqlspec_ops import SQLSpecOps, configure_logging, get_request_id
 from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
+from tests.support.readme import readme_blocks
 
 SECRET = "hunter2-secret-parameter"  # noqa: S105 - a marker grepped for in the log output
 
@@ -228,16 +227,9 @@ def test_exceptions_are_rendered_in_the_line() -> None:
     assert "ValueError: bad thing" in second["exception"]
 
 
-def _readme_blocks(language: str) -> list[str]:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    match = re.search(r"^## Request IDs and logs\n(.*?)(?=^## |\Z)", readme, flags=re.MULTILINE | re.DOTALL)
-    assert match is not None, "README.md lost its 'Request IDs and logs' section"
-    return re.findall(rf"```{language}\n(.*?)```", match[1], flags=re.DOTALL)
-
-
 async def test_readme_request_id_example_logs_what_it_shows(capsys: pytest.CaptureFixture[str]) -> None:
     """The README's app, run as written, logs exactly the fields (and values) of the lines the README shows."""
-    app_code, _middleware_code = _readme_blocks("python")
+    app_code, _middleware_code = readme_blocks("Request IDs and logs", "python")
     namespace: dict[str, Any] = {"__name__": "readme_example"}
     exec(compile(app_code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     capsys.readouterr()
@@ -247,7 +239,7 @@ async def test_readme_request_id_example_logs_what_it_shows(capsys: pytest.Captu
     assert response.json() == {"request_id": "abc-123"}
 
     logged = {line["logger"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
-    [shown] = _readme_blocks("text")
+    [shown] = readme_blocks("Request IDs and logs", "text")
     for documented in map(json.loads, shown.splitlines()):
         actual = logged[documented["logger"]]
         assert list(actual) == list(documented), documented["logger"]
@@ -258,7 +250,7 @@ async def test_readme_request_id_example_logs_what_it_shows(capsys: pytest.Captu
 
 async def test_readme_middleware_alone() -> None:
     """The README's bare-middleware snippet echoes its custom header, and (as it warns) not on unhandled 500s."""
-    _app_code, middleware_code = _readme_blocks("python")
+    _app_code, middleware_code = readme_blocks("Request IDs and logs", "python")
     namespace: dict[str, Any] = {}
     exec(compile(middleware_code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     plain: FastAPI = namespace["plain"]
