@@ -1,7 +1,6 @@
 """The budget check at app startup: the warnings, the gauges, /ops/pools, and a database that is down."""
 
 import logging
-import socket
 
 import pytest
 from fastapi import FastAPI
@@ -11,6 +10,7 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig
 
 from sqlspec_ops import SQLSpecOps
 from tests.support.asgi import serving
+from tests.support.network import silent_server
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 
 
@@ -157,10 +157,8 @@ async def test_silent_database_at_startup(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A server that accepts TCP and never answers: startup ends after startup_timeout with a budget verdict."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        server = f"127.0.0.1:{silent.getsockname()[1]}"
+    with silent_server() as port:
+        server = f"127.0.0.1:{port}"
         dsn = f"postgresql://app:{APP_PASSWORD}@{server}/appdb"
         app, ops = _app(dsn, registry, workers=2, startup_timeout=1.0, health_timeout=0.5, **options)
         async with serving(app) as client:
