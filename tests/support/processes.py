@@ -79,9 +79,9 @@ def run_module(module: str, *args: str, timeout: float = 600.0) -> "subprocess.C
 class ServerProcess:
     """A started server: its process, port and URL, its output so far, and ways to wait for it."""
 
-    def __init__(self, process: "subprocess.Popen[bytes]", port: int, log: Path, *, shell: bool = False) -> None:
+    def __init__(self, process: "subprocess.Popen[bytes]", port: int, log: Path, *, stop_group: bool = False) -> None:
         self.process = process
-        self.shell = shell
+        self.stop_group = stop_group
         self.port = port
         self.log = log
         self.base_url = f"http://127.0.0.1:{port}"
@@ -135,7 +135,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 20.0) -> int:
         """Stop the server by its PID (its process group if it hangs); return its exit code."""
-        return stop_process(self.process, timeout=timeout, whole_group=self.shell)
+        return stop_process(self.process, timeout=timeout, whole_group=self.stop_group)
 
 
 @contextlib.contextmanager
@@ -149,13 +149,13 @@ def running_server(
     ready_timeout: float = 90.0,
     log: Path | None = None,
     stop_timeout: float = 20.0,
+    stop_group: bool | None = None,
 ) -> Iterator[ServerProcess]:
     """Start a server, wait until it answers, yield it, stop it by its PID when the block ends.
 
     Args:
         command: The argv (``uvicorn``, ``gunicorn`` and ``sqlspec-ops`` run from this virtualenv), or a shell
-            line run with ``bash -c`` (then stopping signals the whole session: bash and what it started).
-            ``{port}`` is replaced by the port.
+            line run with ``bash -c``. ``{port}`` is replaced by the port.
         env: The server's whole environment.
         port: The port (a free one when None).
         cwd: The working directory (the repository root when not given).
@@ -163,13 +163,16 @@ def running_server(
         ready_timeout: Seconds the server has to get ready.
         log: Where its output goes (a temporary file when None).
         stop_timeout: Seconds to wait after each stop signal.
+        stop_group: SIGTERM the whole session (bash and what it started), not only the PID. Default: True for
+            a shell line (pass False when the line ``exec``s its server: then the PID is the server).
 
     Yields:
         The running server.
 
     """
     port = free_port() if port is None else port
-    shell = isinstance(command, str)
+    if stop_group is None:
+        stop_group = isinstance(command, str)
     if isinstance(command, str):
         argv = ["bash", "-c", command.replace("{port}", str(port))]
     else:
@@ -183,7 +186,7 @@ def running_server(
             process = subprocess.Popen(
                 argv, cwd=cwd, env=dict(env), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
             )
-        server = ServerProcess(process, port, log, shell=shell)
+        server = ServerProcess(process, port, log, stop_group=stop_group)
         try:
             if ready is not None:
                 server.wait_until_answers(ready, ready_timeout)
