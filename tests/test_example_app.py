@@ -178,4 +178,3 @@ def test_invalid_environment_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match="LOG_FORMAT must be"):
         create_app()
-
