@@ -269,6 +269,11 @@ class InstrumentedPool:
         if self._push:
             self.publish()
 
+    def _returned(self) -> None:
+        """Write the counts once the driver has the connection back (its idle count changed only now)."""
+        if self._push:
+            self.publish()
+
     def _end_pending(self) -> None:
         self.pending -= 1
         if self._push:
@@ -328,7 +333,10 @@ class AcquireReleasePool(InstrumentedPool):
         self._released(id(connection))
         inner = self._inner
         if inner is not None:
-            await inner.release(connection, *args, **kwargs)
+            try:
+                await inner.release(connection, *args, **kwargs)
+            finally:
+                self._returned()
 
     async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         inner = self._inner if self._inner is not None else await self.open()

@@ -1,40 +1,43 @@
-"""Shared fixtures: one throwaway PostgreSQL for the session, fresh registries and apps per test."""
+"""Shared fixtures: throwaway PostgreSQL servers, fresh registries, logging restored after each test.
+
+Helpers live in ``tests/support/`` (``serving``, ``readme_blocks``, ``eventually``, ``silent_server``,
+``running_server``); tests import them from there, never from this file.
+"""
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Literal
 
 import asyncpg
-import httpx
 import pytest
 import structlog
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.support.postgres import PostgresServer
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL server shared by the tests that do not stop it."""
-    server = PostgresServer(max_connections=100)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+def _postgres_fixture(
+    name: str, *, max_connections: int, scope: Literal["session", "module"], doc: str
+) -> Callable[[], Iterator[PostgresServer]]:
+    """Build a fixture that starts a PostgreSQL with ``max_connections`` for ``scope`` and removes it after."""
+
+    def server() -> Iterator[PostgresServer]:
+        with PostgresServer(max_connections=max_connections) as started:
+            yield started
+
+    server.__doc__ = doc
+    return pytest.fixture(scope=scope, name=name)(server)
 
 
-@pytest.fixture(scope="module")
-def pg20() -> Iterator[PostgresServer]:
-    """A PostgreSQL server with max_connections=20 (budget 17 after PostgreSQL 15's 3 superuser slots)."""
-    server = PostgresServer(max_connections=20)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+pg = _postgres_fixture(
+    "pg", max_connections=100, scope="session", doc="A PostgreSQL server shared by the tests that do not stop it."
+)
+pg20 = _postgres_fixture(
+    "pg20",
+    max_connections=20,
+    scope="module",
+    doc="A PostgreSQL server with max_connections=20 (budget 17 after PostgreSQL 15's 3 superuser slots).",
+)
 
 
 @pytest.fixture
@@ -63,26 +66,3 @@ async def superuser(pg: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
-
-
-def _state_per_request(app: ASGIApp) -> ASGIApp:
-    """Give each request its own copy of the lifespan state, as uvicorn does.
-
-    asgi-lifespan hands every request the same state dict, so concurrent requests would overwrite each other's
-    ``request.state`` (SQLSpec's FastAPI plugin keeps the request's connection there).
-    """
-
-    async def app_with_request_state(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan" and "state" in scope:
-            scope = {**scope, "state": dict(scope["state"])}
-        await app(scope, receive, send)
-
-    return app_with_request_state
-
-
-async def serve(app: FastAPI) -> "AsyncIterator[httpx.AsyncClient]":
-    """Run the app's lifespan and yield an HTTP client talking to it in-process."""
-    async with LifespanManager(_state_per_request(app)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client

@@ -4,31 +4,17 @@ Speed is judged by the full runs (``python -m benchmarks.throughput`` / ``benchm
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(module: str, output: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+from tests.support.processes import run_module
 
 
 @pytest.mark.slow
 def test_quick_throughput_run_measures_every_variant(tmp_path: Path) -> None:
     """``--quick`` serves every variant with uvicorn, drives both endpoints with wrk and reports ratios to bare."""
-    _run("benchmarks.throughput", tmp_path)
+    run_module("benchmarks.throughput", "--quick", "--output", str(tmp_path))
     data = json.loads((tmp_path / "http-quick.json").read_text())
     summary = data["throughput"]["summary"]
     assert set(summary) == {"bare", "ops", "ops_tracing", "anchors"}
@@ -42,7 +28,7 @@ def test_quick_throughput_run_measures_every_variant(tmp_path: Path) -> None:
 
 def test_quick_render_run_times_both_formats(tmp_path: Path) -> None:
     """``--quick`` builds the 8-pool, 50-route app and times /ops/metrics in both exposition formats."""
-    _run("benchmarks.render", tmp_path)
+    run_module("benchmarks.render", "--quick", "--output", str(tmp_path))
     data = json.loads((tmp_path / "render-quick.json").read_text())
     assert (data["pools"], data["routes"]) == (8, 50)
     for mode in ("text", "openmetrics"):

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import socket
 import time
 
 import asyncpg
@@ -14,6 +13,7 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 
 from sqlspec_ops import check_pool_budget
 from sqlspec_ops._budget import BudgetReport, check_pool_budget_async
+from tests.support.network import silent_server
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
 
 
@@ -185,10 +185,8 @@ def test_unreachable_server_is_reported_not_raised() -> None:
 
 def test_silent_server_is_bounded_by_the_timeout() -> None:
     """A server that accepts TCP but never answers costs the timeout, not asyncpg's 60 s connect timeout."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        dsn = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/appdb"
+    with silent_server() as port:
+        dsn = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{port}/appdb"
         started = time.monotonic()
         report = check_pool_budget(_spec(_asyncpg(dsn)), workers=1, timeout=0.5)
         elapsed = time.monotonic() - started

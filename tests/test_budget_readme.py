@@ -3,7 +3,6 @@
 import contextlib
 import io
 import logging
-import re
 import shlex
 import subprocess
 import sys
@@ -16,23 +15,15 @@ from sqlspec_ops._adapters.base import PoolSizes, PoolTarget
 from sqlspec_ops._budget import build_report
 from sqlspec_ops._budget_model import PoolDemand, ServerLimits
 from sqlspec_ops._workers import WorkerCount
-from tests.apps.serving import ROOT, clean_env
+from tests.support.paths import ROOT
 from tests.support.postgres import PostgresServer
-
-README = ROOT / "README.md"
-
-
-def _section() -> str:
-    return README.read_text().split("\n## Connection budget\n", 1)[1].split("\n## ", 1)[0]
-
-
-def _blocks(kind: str) -> list[str]:
-    return [str(b) for b in re.findall(rf"```{kind}\n(.*?)```", _section(), re.DOTALL)]
+from tests.support.processes import clean_env
+from tests.support.readme import readme_blocks
 
 
 def test_readme_python_example(pg20: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's check_pool_budget code prints demand 30 against budget 17 and exits 1."""
-    (code,) = _blocks("python")
+    (code,) = readme_blocks("Connection budget", "python")
     monkeypatch.setenv("DATABASE_URL", pg20.dsn)
     namespace: dict[str, Any] = {"__name__": "readme_connection_budget"}
     out = io.StringIO()
@@ -46,7 +37,7 @@ def test_readme_python_example(pg20: PostgresServer, monkeypatch: pytest.MonkeyP
 
 def test_readme_warning_line(caplog: pytest.LogCaptureFixture) -> None:
     """The warning the README quotes is, word for word, what the budget logs for those numbers."""
-    quoted = _blocks("text")[0].strip()
+    quoted = readme_blocks("Connection budget", "text")[0].strip()
     pool = PoolDemand(
         name="primary",
         target=PoolTarget(adapter="asyncpg", db_system="postgresql", host="127.0.0.1", port=5432, database="appdb"),
@@ -65,7 +56,7 @@ def test_readme_warning_line(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_readme_pipeline_command(pg20: PostgresServer) -> None:
     """The README's `sqlspec-ops check` command on the example app exits 1 and prints the quoted report."""
-    (command,) = [line for line in _blocks("bash")[0].splitlines() if line.strip()]
+    (command,) = [line for line in readme_blocks("Connection budget", "bash")[0].splitlines() if line.strip()]
     argv = shlex.split(command)
     argv[0] = str(Path(sys.executable).parent / argv[0])
     result = subprocess.run(
@@ -73,5 +64,5 @@ def test_readme_pipeline_command(pg20: PostgresServer) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
-    expected = _blocks("text")[1].replace("127.0.0.1:5432", f"{pg20.host}:{pg20.port}")
+    expected = readme_blocks("Connection budget", "text")[1].replace("127.0.0.1:5432", f"{pg20.host}:{pg20.port}")
     assert result.stdout.startswith(expected)

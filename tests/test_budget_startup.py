@@ -1,7 +1,6 @@
 """The budget check at app startup: the warnings, the gauges, /ops/pools, and a database that is down."""
 
 import logging
-import socket
 
 import pytest
 from fastapi import FastAPI
@@ -10,7 +9,8 @@ from sqlspec import SQLSpec
 from sqlspec.adapters.asyncpg import AsyncpgConfig
 
 from sqlspec_ops import SQLSpecOps
-from tests.conftest import serve
+from tests.support.asgi import serving
+from tests.support.network import silent_server
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 
 
@@ -40,7 +40,7 @@ async def test_oversubscribed_startup_warns_once_and_publishes(
     server = f"{pg20.host}:{pg20.port}"
     app, ops = _app(pg20.dsn, registry, workers=3)
     caplog.set_level(logging.INFO)
-    async for client in serve(app):
+    async with serving(app) as client:
         (record,) = _budget_warnings(caplog)
         message = record.getMessage()
         assert f"connection budget exceeded on {server}: demand 30" in message
@@ -76,7 +76,7 @@ async def test_fitting_startup_does_not_warn(
     """One worker x max_size 10 against budget 17: no budget warning, verdict "within budget"."""
     server = f"{pg20.host}:{pg20.port}"
     app, _ = _app(pg20.dsn, registry, workers=1)
-    async for client in serve(app):
+    async with serving(app) as client:
         assert _budget_warnings(caplog) == []
         assert registry.get_sample_value("sqlspec_ops_connection_demand", {"server": server}) == 10
         assert registry.get_sample_value("sqlspec_ops_connection_budget", {"server": server}) == 17
@@ -89,7 +89,7 @@ async def test_min_size_demand_gets_its_own_warning(
 ) -> None:
     """Three workers opening min_size 7 (21 > 17) get a separate "deploy will fail at startup" warning."""
     app, _ = _app(pg20.dsn, registry, min_size=7, workers=3)
-    async for _client in serve(app):
+    async with serving(app):
         exceeded, min_size = _budget_warnings(caplog)
         assert "connection budget exceeded" in exceeded.getMessage()
         assert "the deploy will fail at startup" in min_size.getMessage()
@@ -103,7 +103,7 @@ async def test_override_and_replicas_are_used(
     """The max_connections option is the budget as given and replicas multiply the demand."""
     server = f"{pg20.host}:{pg20.port}"
     app, _ = _app(pg20.dsn, registry, workers=2, replicas=3, max_connections=50)
-    async for _client in serve(app):
+    async with serving(app):
         (record,) = _budget_warnings(caplog)
         assert "demand 60 = 3 replicas x 2 workers (option)" in record.getMessage()
         assert "max_connections override 50" in record.getMessage()
@@ -119,7 +119,7 @@ async def test_database_down_at_startup(registry: CollectorRegistry, caplog: pyt
         server = f"{stopped.host}:{stopped.port}"
         app, ops = _app(stopped.dsn, registry, workers=2, health_timeout=1.0)
         caplog.set_level(logging.INFO)
-        async for client in serve(app):
+        async with serving(app) as client:
             (record,) = _our_warnings(caplog)
             assert record.getMessage() == (
                 "readiness check of pool primary failing (ConnectionRefusedError): /ops/ready answers 503 until "
@@ -157,13 +157,11 @@ async def test_silent_database_at_startup(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A server that accepts TCP and never answers: startup ends after startup_timeout with a budget verdict."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        server = f"127.0.0.1:{silent.getsockname()[1]}"
+    with silent_server() as port:
+        server = f"127.0.0.1:{port}"
         dsn = f"postgresql://app:{APP_PASSWORD}@{server}/appdb"
         app, ops = _app(dsn, registry, workers=2, startup_timeout=1.0, health_timeout=0.5, **options)
-        async for client in serve(app):
+        async with serving(app) as client:
             records = _our_warnings(caplog)
             assert any(message in r.getMessage() for r in records), [r.getMessage() for r in records]
             assert len(records) == (1 if verdict == "unknown" else 2)  # + the oversubscription finding

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.apps.serving import ServerProcess, clean_env, running_server
 from tests.support.postgres import APP_PASSWORD, PostgresServer
+from tests.support.processes import ServerProcess, clean_env, running_server
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from sqlspec_ops._cli import main
-from tests.apps.serving import ROOT, clean_env
+from tests.support.paths import ROOT
 from tests.support.postgres import APP_PASSWORD, PostgresServer, free_port
+from tests.support.processes import clean_env
 
 SCRIPT = str(Path(sys.executable).parent / "sqlspec-ops")
 

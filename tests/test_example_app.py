@@ -5,21 +5,16 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from examples.app import create_app
-from tests.conftest import serve
-from tests.support.asgi import response_headers, websocket_session
+from tests.support.asgi import response_headers, serving, websocket_session
 from tests.support.postgres import PostgresServer
-
-client_for = asynccontextmanager(serve)
 
 
 @pytest.fixture
@@ -90,7 +85,7 @@ async def _crud(client: httpx.AsyncClient) -> None:
 @pytest.mark.usefixtures("postgres_env")
 async def test_users_crud_on_postgres() -> None:
     """On asyncpg, users CRUD answers with the right status codes and commits what it reports."""
-    async with client_for(create_app()) as client:
+    async with serving(create_app()) as client:
         await _crud(client)
         live = await client.get("/ops/live")
         assert live.status_code == 200
@@ -103,7 +98,7 @@ async def test_dashboard_reads_two_databases_and_background_task_writes_audit(
 ) -> None:
     """The background task writes its audit row into the analytics database, tagged with the request's ID."""
     request_id = f"audit-{uuid.uuid4().hex}"
-    async with client_for(create_app()) as client:
+    async with serving(create_app()) as client:
         created = await client.post(
             "/users", json={"name": "Eve", "email": _email()}, headers={"X-Request-ID": request_id}
         )
@@ -132,7 +127,7 @@ async def test_dashboard_reads_two_databases_and_background_task_writes_audit(
 async def test_users_crud_and_files_on_sqlite(sqlite_env: Path) -> None:
     """Without DATABASE_URL the example runs on two SQLite files, CRUD and audit included."""
     request_id = "sqlite-req-1"
-    async with client_for(create_app()) as client:
+    async with serving(create_app()) as client:
         await _crud(client)
         created = await client.post(
             "/users", json={"name": "Sam", "email": _email()}, headers={"X-Request-ID": request_id}
@@ -148,15 +143,12 @@ async def test_users_crud_and_files_on_sqlite(sqlite_env: Path) -> None:
 @pytest.mark.usefixtures("postgres_env")
 async def test_demo_routes() -> None:
     """/demo/fail answers 500 (with a request ID) after a failed statement; /demo/slow holds a connection."""
-    async with client_for(create_app()) as client:
+    async with serving(create_app()) as client:
         slow = await client.get("/demo/slow", params={"seconds": 0.05})
         assert slow.json() == {"slept": 0.05}
 
-    app = create_app()
-    async with client_for(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            failed = await client.get("/demo/fail", headers={"X-Request-ID": "demo-fail-1"})
+    async with serving(create_app(), raise_app_exceptions=False) as client:
+        failed = await client.get("/demo/fail", headers={"X-Request-ID": "demo-fail-1"})
     assert failed.status_code == 500
     assert failed.headers["x-request-id"] == "demo-fail-1"
 
@@ -186,12 +178,3 @@ def test_invalid_environment_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match="LOG_FORMAT must be"):
         create_app()
-
-
-def test_module_exposes_app_spec_and_factory() -> None:
-    """``examples.app`` exposes ``app``, ``spec`` and ``create_app`` for uvicorn and the CLI."""
-    import examples.app as example  # noqa: PLC0415 - the module-level app is what is under test
-
-    assert isinstance(example.app, FastAPI)
-    assert example.spec is example.app.state.sqlspec_ops.spec
-    assert {config.bind_key for config in example.spec.configs.values()} == {"primary", "analytics"}

@@ -6,10 +6,7 @@ never touch a database, and ``/ops/metrics`` must keep being served.
 """
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -23,10 +20,11 @@ from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops._pools import InstrumentedPool
-from tests.conftest import serve
+from tests.support.asgi import serving
+from tests.support.network import silent_server
 from tests.support.postgres import PostgresServer, free_port
+from tests.support.waiting import eventually
 
-served = asynccontextmanager(serve)
 HEALTH_TIMEOUT = 1.0
 SLACK = 0.5
 UP = "sqlspec_ops_database_up"
@@ -47,26 +45,16 @@ async def timed_get(client: httpx.AsyncClient, path: str, **kwargs: Any) -> tupl
     return response, time.perf_counter() - started
 
 
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """Listen on a loopback port, accept every connection and never send a byte; yield the port."""
-    writers: list[asyncio.StreamWriter] = []
-    never = asyncio.Event()
+def no_pool_touched(pool: InstrumentedPool, ops: SQLSpecOps) -> tuple[int, int, int]:
+    """What a request that touched a database would change: the pool's acquires and waiters, the health runs."""
+    return pool.acquires, pool.pending, ops.health.runs
 
-    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await never.wait()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        never.set()
-        with contextlib.suppress(Exception):
-            await server.wait_closed()
+def instrumented(config: Any) -> InstrumentedPool:
+    """Return the config's pool proxy (sqlspec-ops installed it at startup)."""
+    pool = config.connection_instance
+    assert isinstance(pool, InstrumentedPool)
+    return pool
 
 
 @pytest.mark.slow
@@ -74,28 +62,31 @@ async def silent_server() -> AsyncIterator[int]:
 async def test_stopped_database_fails_readiness_fast_and_recovers_without_restarting_the_app(
     adapter: str, registry: CollectorRegistry
 ) -> None:
-    """Stop PostgreSQL: ready 503 in time, live instant, metrics served; start it again: ready 200 again."""
+    """Stop PostgreSQL: ready 503 in time, live touches no pool, metrics served; start it again: ready 200 again."""
     with PostgresServer() as server:
         spec = SQLSpec()
-        spec.add_config(pg_config(adapter, server.dsn, server.conninfo()))
+        config = spec.add_config(pg_config(adapter, server.dsn, server.conninfo()))
         ops = SQLSpecOps(spec, registry=registry, health_timeout=HEALTH_TIMEOUT, health_cache_ttl=0.5)
         app = FastAPI()
         ops.instrument(app)
-        async with served(app) as client:
+        async with serving(app) as client:
             response = await client.get("/ops/ready")
             assert response.status_code == 200, response.text
             assert response.json()["status"] == "pass"
             assert registry.get_sample_value(UP, {"db_client_connection_pool_name": "main"}) == 1
 
             server.stop()
-            stopped = time.monotonic()
-            while True:
+            answers: list[httpx.Response] = []
+
+            async def ready_fails() -> bool:
                 response, took = await timed_get(client, "/ops/ready")
                 assert took < HEALTH_TIMEOUT + SLACK, f"/ops/ready took {took:.2f}s with the server down"
-                if response.status_code == 503:
-                    break
-                assert time.monotonic() - stopped < ops.health.cache_ttl + HEALTH_TIMEOUT + SLACK
-                await asyncio.sleep(0.05)
+                answers.append(response)
+                return response.status_code == 503
+
+            # the cached pass expires after cache_ttl, then one ping fails within health_timeout
+            await eventually(ready_fails, timeout=ops.health.cache_ttl + HEALTH_TIMEOUT + SLACK, what="ready 503")
+            response = answers[-1]
             body = response.json()
             assert response.headers["content-type"].startswith("application/health+json")
             assert body["status"] == "fail"
@@ -104,41 +95,47 @@ async def test_stopped_database_fails_readiness_fast_and_recovers_without_restar
             assert check["output"]  # the error class, never the driver's message
             assert registry.get_sample_value(UP, {"db_client_connection_pool_name": "main"}) == 0
 
+            pool = instrumented(config)
+            before = no_pool_touched(pool, ops)
             for _ in range(5):
-                live, took = await timed_get(client, "/ops/live")
+                live = await client.get("/ops/live")
                 assert live.status_code == 200
-                assert took < 0.05, f"/ops/live took {took * 1000:.0f} ms with the server down"
-            metrics, took = await timed_get(client, "/ops/metrics")
+            assert no_pool_touched(pool, ops) == before, "/ops/live touched the pool or ran a health check"
+            metrics = await client.get("/ops/metrics")
             assert metrics.status_code == 200
             assert "sqlspec_ops_database_up" in metrics.text
             assert (await client.get("/ops/pools")).status_code == 200
 
             server.start()
-            restarted = time.monotonic()
-            while True:  # psycopg_pool backs off its reconnection attempts: ~10-13 s
+
+            async def ready_passes() -> bool:
                 response, took = await timed_get(client, "/ops/ready")
                 assert took < HEALTH_TIMEOUT + SLACK, f"/ops/ready took {took:.2f}s while the server restarts"
-                if response.status_code == 200:
-                    break
-                assert time.monotonic() - restarted < 40, f"{adapter} never recovered: {response.text}"
-                await asyncio.sleep(0.25)
-            assert response.json()["status"] == "pass"
+                answers.append(response)
+                return response.status_code == 200
+
+            # psycopg_pool backs off its reconnection attempts: ~10-13 s
+            await eventually(ready_passes, timeout=40, interval=0.25, what=f"{adapter} to recover")
+            assert answers[-1].json()["status"] == "pass"
             assert registry.get_sample_value(UP, {"db_client_connection_pool_name": "main"}) == 1
 
 
 @pytest.mark.parametrize("adapter", ["asyncpg", "psycopg"])
 async def test_silent_server_bounds_startup_and_readiness(adapter: str, registry: CollectorRegistry) -> None:
     """A server that accepts TCP and never answers: startup is bounded and /ops/ready answers 503 in time."""
-    async with silent_server() as port:
+    with silent_server() as port:
         dsn = f"postgresql://app:s3cr3t-PW@127.0.0.1:{port}/appdb"
         conninfo = f"host=127.0.0.1 port={port} dbname=appdb user=app password=s3cr3t-PW"
         spec = SQLSpec()
-        spec.add_config(pg_config(adapter, dsn, conninfo))
-        ops = SQLSpecOps(spec, registry=registry, health_timeout=HEALTH_TIMEOUT, startup_timeout=1.0)
+        config = spec.add_config(pg_config(adapter, dsn, conninfo))
+        # no cached results: each probe below joins the ping in flight or starts one against the hanging server
+        ops = SQLSpecOps(
+            spec, registry=registry, health_timeout=HEALTH_TIMEOUT, startup_timeout=1.0, health_cache_ttl=0.0
+        )
         app = FastAPI()
         ops.instrument(app)
         started = time.perf_counter()
-        async with served(app) as client:
+        async with serving(app) as client:
             startup = time.perf_counter() - started
             # opening the pool, reading the budget and the first ping share one startup_timeout
             assert startup < 1.0 + SLACK, f"startup took {startup:.2f}s"
@@ -146,22 +143,26 @@ async def test_silent_server_bounds_startup_and_readiness(adapter: str, registry
                 response, took = await timed_get(client, "/ops/ready")
                 assert response.status_code == 503
                 assert took < HEALTH_TIMEOUT + SLACK, f"/ops/ready took {took:.2f}s"
-                await asyncio.sleep(ops.health.cache_ttl)
             runs = ops.health.runs
             storm = await asyncio.gather(*(timed_get(client, "/ops/ready") for _ in range(100)))
             assert {r.status_code for r, _ in storm} == {503}
             assert max(took for _, took in storm) < HEALTH_TIMEOUT + SLACK + 0.5
             assert ops.health.runs - runs <= 2, "a probe storm against a hanging server must share pings"
-            live, took = await timed_get(client, "/ops/live")
+            pool = instrumented(config)
+            before = no_pool_touched(pool, ops)
+            live = await client.get("/ops/live")
             assert live.status_code == 200
-            assert took < 0.05
+            assert no_pool_touched(pool, ops) == before, "/ops/live touched the pool or ran a health check"
 
 
-async def test_live_is_instant_while_every_connection_is_busy(pg: PostgresServer, registry: CollectorRegistry) -> None:
-    """With SQLSpecPlugin (a connection per request) and a saturated pool, live stays instant, ready answers."""
+async def test_live_borrows_nothing_while_every_connection_is_busy(
+    pg: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """With SQLSpecPlugin (a connection per request) and a full pool, live and metrics borrow none; ready answers."""
     spec = SQLSpec()
     config = spec.add_config(pg_config("asyncpg", pg.dsn, pg.conninfo(), min_size=2))
-    ops = SQLSpecOps(spec, registry=registry, health_timeout=0.5)
+    # no cached results: the startup ping's pass must not answer the probes below
+    ops = SQLSpecOps(spec, registry=registry, health_timeout=0.5, health_cache_ttl=0.0)
     app = FastAPI()
     plugin = SQLSpecPlugin(spec, app)
     ops.instrument(app)
@@ -175,28 +176,27 @@ async def test_live_is_instant_while_every_connection_is_busy(pg: PostgresServer
         await release.wait()
         return {"value": value}
 
-    async with served(app) as client:
-        await asyncio.sleep(ops.health.cache_ttl)  # let the startup ping's result expire
+    async with serving(app) as client:
         busy_requests = [asyncio.create_task(client.get("/busy")) for _ in range(2)]
         for _ in busy_requests:
             await entered.acquire()
-        pool = config.connection_instance
-        assert isinstance(pool, InstrumentedPool)
+        pool = instrumented(config)
         assert pool.inner.get_idle_size() == 0
-        for _ in range(10):
-            live, took = await timed_get(client, "/ops/live")
-            assert live.status_code == 200
-            assert took < 0.05, f"/ops/live took {took * 1000:.0f} ms with the pool saturated"
-        metrics, took = await timed_get(client, "/ops/metrics")
+        # With every connection held until `release`, a route that borrowed one would wait here for ever.
+        before = no_pool_touched(pool, ops)
+        async with asyncio.timeout(30):
+            for _ in range(10):
+                live = await client.get("/ops/live")
+                assert live.status_code == 200
+            metrics = await client.get("/ops/metrics")
         assert metrics.status_code == 200
-        assert took < 0.5
+        assert no_pool_touched(pool, ops) == before, "/ops/live or /ops/metrics touched the pool"
         ready, took = await timed_get(client, "/ops/ready")
         assert ready.status_code == 503  # no connection within health_timeout: not ready for more traffic
         assert took < 0.5 + SLACK
         assert ready.json()["checks"]["main:connections"][0]["output"] == "TimeoutError"
         release.set()
         assert [(await r).status_code for r in busy_requests] == [200, 200]
-        await asyncio.sleep(ops.health.cache_ttl)
         assert (await client.get("/ops/ready")).status_code == 200
 
 
@@ -204,13 +204,12 @@ async def test_probe_storm_costs_a_handful_of_pings(pg: PostgresServer, registry
     """500 concurrent /ops/ready calls are answered by at most a few coalesced, cached pings."""
     spec = SQLSpec()
     config = spec.add_config(pg_config("asyncpg", pg.dsn, pg.conninfo()))
-    ops = SQLSpecOps(spec, registry=registry)
+    ops = SQLSpecOps(spec, registry=registry, health_cache_ttl=0.2)
     app = FastAPI()
     ops.instrument(app)
-    async with served(app) as client:
+    async with serving(app) as client:
         await asyncio.sleep(ops.health.cache_ttl)  # the startup ping's result has expired: the storm must ping
-        pool = config.connection_instance
-        assert isinstance(pool, InstrumentedPool)
+        pool = instrumented(config)
         runs, acquires = ops.health.runs, pool.acquires
         responses = await asyncio.gather(*(client.get("/ops/ready") for _ in range(500)))
         assert [r.status_code for r in responses] == [200] * 500
@@ -230,7 +229,7 @@ async def test_ready_reports_each_database_and_fails_when_any_fails(
     ops = SQLSpecOps(spec, registry=registry, health_timeout=0.5)
     app = FastAPI()
     ops.instrument(app)
-    async with served(app) as client:
+    async with serving(app) as client:
         for path in ("/ops/ready", "/ops/health"):
             response, took = await timed_get(client, path)
             assert response.status_code == 503

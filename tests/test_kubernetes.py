@@ -4,7 +4,6 @@ import inspect
 import re
 import shutil
 import subprocess
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,11 @@ import yaml
 
 from dashboards import generate
 from examples import app as example
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.dashboards import alert_rules
 
 KUBERNETES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
 EXPECTED_KINDS = {"Deployment", "PodMonitor", "PrometheusRule"}
-client_for = asynccontextmanager(serve)
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -143,7 +141,7 @@ async def test_probes_and_scrape_path_answer_on_the_example_app(
     found = container()
     (endpoint,) = manifests()["PodMonitor"]["spec"]["podMetricsEndpoints"]
     app = example.create_app()
-    async with client_for(app) as client:
+    async with serving(app) as client:
         for probe in ("livenessProbe", "readinessProbe"):
             response = await client.get(found[probe]["httpGet"]["path"])
             assert response.status_code == 200, f"{probe}: {response.status_code} {response.text}"

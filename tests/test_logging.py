@@ -3,9 +3,6 @@
 import io
 import json
 import logging
-import re
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,10 +16,10 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec.observability import ObservabilityConfig
 
 from sqlspec_ops import SQLSpecOps, configure_logging, get_request_id
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
+from tests.support.readme import readme_blocks
 
-client_for = asynccontextmanager(serve)
 SECRET = "hunter2-secret-parameter"  # noqa: S105 - a marker grepped for in the log output
 
 
@@ -57,7 +54,7 @@ async def test_sqlspec_statement_record_carries_the_request_id(pg: PostgresServe
     """On asyncpg, X-Request-ID abc-123 ends up on the sqlspec.sql line, the app's lines and the response."""
     stream = io.StringIO()
     configure_logging(json=True, stream=stream)
-    async with client_for(_statement_app(pg, registry)) as client:
+    async with serving(_statement_app(pg, registry)) as client:
         response = await client.get("/lookup", headers={"X-Request-ID": "abc-123"})
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "abc-123"
@@ -85,7 +82,7 @@ async def test_sql_parameters_only_when_enabled(pg: PostgresServer, registry: Co
     """With sql_parameters=True (and SQLSpec at DEBUG, where it attaches them) the parameters are kept."""
     stream = io.StringIO()
     configure_logging(json=True, level="DEBUG", sql_parameters=True, stream=stream)
-    async with client_for(_statement_app(pg, registry)) as client:
+    async with serving(_statement_app(pg, registry)) as client:
         await client.get("/lookup", headers={"X-Request-ID": "abc-456"})
     [sql] = [
         line for line in _lines(stream) if line["logger"] == "sqlspec.sql" and "length" in line.get("db.statement", "")
@@ -98,7 +95,7 @@ async def test_debug_level_alone_does_not_expose_parameters(pg: PostgresServer, 
     """At DEBUG, where SQLSpec attaches raw parameters to its records, the default pipeline still drops them."""
     stream = io.StringIO()
     configure_logging(json=True, level="DEBUG", stream=stream)
-    async with client_for(_statement_app(pg, registry)) as client:
+    async with serving(_statement_app(pg, registry)) as client:
         await client.get("/lookup", headers={"X-Request-ID": "abc-789"})
     assert any(line.get("request_id") == "abc-789" for line in _lines(stream) if line["logger"] == "sqlspec.sql")
     assert SECRET not in stream.getvalue()
@@ -148,7 +145,7 @@ async def test_trace_ids_on_sqlspec_lines_inside_a_request_span(
                 await session.select_value("SELECT 'traced-statement'")
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async with client_for(app) as client:
+    async with serving(app) as client:
         await client.get("/traced", headers={"X-Request-ID": "traced-1"})
     [sql] = [line for line in _lines(stream) if "traced-statement" in line.get("db.statement", "")]
     assert sql["request_id"] == "traced-1"
@@ -230,26 +227,19 @@ def test_exceptions_are_rendered_in_the_line() -> None:
     assert "ValueError: bad thing" in second["exception"]
 
 
-def _readme_blocks(language: str) -> list[str]:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    match = re.search(r"^## Request IDs and logs\n(.*?)(?=^## |\Z)", readme, flags=re.MULTILINE | re.DOTALL)
-    assert match is not None, "README.md lost its 'Request IDs and logs' section"
-    return re.findall(rf"```{language}\n(.*?)```", match[1], flags=re.DOTALL)
-
-
 async def test_readme_request_id_example_logs_what_it_shows(capsys: pytest.CaptureFixture[str]) -> None:
     """The README's app, run as written, logs exactly the fields (and values) of the lines the README shows."""
-    app_code, _middleware_code = _readme_blocks("python")
+    app_code, _middleware_code = readme_blocks("Request IDs and logs", "python")
     namespace: dict[str, Any] = {"__name__": "readme_example"}
     exec(compile(app_code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     capsys.readouterr()
-    async with client_for(namespace["app"]) as client:
+    async with serving(namespace["app"]) as client:
         response = await client.get("/hello", headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
     assert response.json() == {"request_id": "abc-123"}
 
     logged = {line["logger"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
-    [shown] = _readme_blocks("text")
+    [shown] = readme_blocks("Request IDs and logs", "text")
     for documented in map(json.loads, shown.splitlines()):
         actual = logged[documented["logger"]]
         assert list(actual) == list(documented), documented["logger"]
@@ -260,7 +250,7 @@ async def test_readme_request_id_example_logs_what_it_shows(capsys: pytest.Captu
 
 async def test_readme_middleware_alone() -> None:
     """The README's bare-middleware snippet echoes its custom header, and (as it warns) not on unhandled 500s."""
-    _app_code, middleware_code = _readme_blocks("python")
+    _app_code, middleware_code = readme_blocks("Request IDs and logs", "python")
     namespace: dict[str, Any] = {}
     exec(compile(middleware_code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     plain: FastAPI = namespace["plain"]

@@ -2,7 +2,6 @@
 
 import logging
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,10 @@ from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops._pools import InstrumentedPool
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples, sample_value
 
-served = asynccontextmanager(serve)
 TOKEN = "ops-t0ken-for-tests"  # noqa: S105 - a test credential
 
 POOL_FAMILIES = (
@@ -60,7 +58,7 @@ async def test_token_guards_metrics_and_pools_but_not_the_probes(
     else:
         monkeypatch.delenv("SQLSPEC_OPS_TOKEN", raising=False)
         app, _, _ = asyncpg_app(pg, registry, token=TOKEN)
-    async with served(app) as client:
+    async with serving(app) as client:
         wrong = [
             {},
             {"Authorization": "Bearer nope"},
@@ -87,7 +85,7 @@ async def test_token_guards_metrics_and_pools_but_not_the_probes(
 async def test_metrics_speak_prometheus_text_and_openmetrics(pg: PostgresServer, registry: CollectorRegistry) -> None:
     """The exposition is Prometheus text by default and OpenMetrics when the scraper asks for it."""
     app, _, _ = asyncpg_app(pg, registry)
-    async with served(app) as client:
+    async with serving(app) as client:
         plain = await client.get("/ops/metrics")
         assert plain.status_code == 200
         assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -129,7 +127,7 @@ async def test_pools_report_describes_each_pool_without_credentials(
         async with spec.provide_session(config) as db:
             return {"one": await db.select_value("SELECT 1")}
 
-    async with served(app) as client:
+    async with serving(app) as client:
         for _ in range(4):
             assert (await client.get("/work")).status_code == 200
         response = await client.get("/ops/pools")
@@ -215,7 +213,7 @@ async def test_unsupported_adapter_is_reported_by_name_and_nothing_breaks(
             return {"one": db.select_value("SELECT 1")}
 
     caplog.set_level(logging.WARNING)
-    async with served(app) as client:
+    async with serving(app) as client:
         assert any("does not support SqliteConfig" in r.getMessage() for r in caplog.records)
         assert (await client.get("/lite")).json() == {"one": 1}
         pools = {p["name"]: p for p in (await client.get("/ops/pools")).json()["pools"]}
@@ -248,7 +246,7 @@ async def test_aiosqlite_max_size_is_called_out(
     app = FastAPI()
     ops.instrument(app)
     caplog.set_level(logging.WARNING)
-    async with served(app) as client:
+    async with serving(app) as client:
         warnings = [r.getMessage() for r in caplog.records if "pool_size" in r.getMessage()]
         assert warnings, [r.getMessage() for r in caplog.records]
         assert "max_size" in warnings[0]

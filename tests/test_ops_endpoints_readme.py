@@ -1,33 +1,21 @@
 """The README's "Endpoints" and "Pool metrics" sections: the example app runs and answers as they show."""
 
 import asyncio
+import contextlib
 import json
 import re
-import time
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI
 
 from sqlspec_ops import PoolAcquireTimeout
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
+from tests.support.readme import readme_blocks
+from tests.support.waiting import eventually
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-served = asynccontextmanager(serve)
 TOKEN = "readme-ops-token"  # noqa: S105 - a test credential
-
-
-def section(title: str) -> str:
-    """Return the text of one ``## title`` section of the README."""
-    return README.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-
-
-def blocks(title: str, language: str) -> list[str]:
-    """Return the fenced blocks of one language in a README section."""
-    return [str(b) for b in re.findall(rf"```{language}\n(.*?)```", section(title), re.DOTALL)]
 
 
 def as_pattern(line: str) -> re.Pattern[str]:
@@ -48,9 +36,9 @@ async def borrow(spec: Any, config: Any) -> BaseException | None:
 @pytest.mark.slow
 async def test_readme_endpoints_example(monkeypatch: pytest.MonkeyPatch) -> None:
     """The README app serves every endpoint as the table says, its 503 body and its timeout error as shown."""
-    (example,) = blocks("Endpoints", "python")
-    (failing_body,) = blocks("Endpoints", "json")
-    (timeout_line,) = blocks("Pool metrics", "text")
+    (example,) = readme_blocks("Endpoints", "python")
+    (failing_body,) = readme_blocks("Endpoints", "json")
+    (timeout_line,) = readme_blocks("Pool metrics", "text")
     with PostgresServer() as server:
         monkeypatch.setenv("DATABASE_URL", server.dsn)
         monkeypatch.setenv("SQLSPEC_OPS_TOKEN", TOKEN)
@@ -67,7 +55,7 @@ async def test_readme_endpoints_example(monkeypatch: pytest.MonkeyPatch) -> None
             return {"value": value}
 
         authorized = {"Authorization": f"Bearer {TOKEN}"}
-        async with served(app) as client:
+        async with serving(app) as client:
             assert (await client.get("/ops/live")).json() == {"status": "pass"}
             for path in ("/ops/ready", "/ops/health"):
                 ready = await client.get(path)
@@ -85,10 +73,12 @@ async def test_readme_endpoints_example(monkeypatch: pytest.MonkeyPatch) -> None
             assert expected | {"timeouts", "budget"} <= set(pool)
 
             holders = [asyncio.create_task(client.get("/hold")) for _ in range(10)]  # max_size=10, all borrowed
-            deadline = time.monotonic() + 10
-            while primary.connection_instance.get_idle_size() or primary.connection_instance.get_size() < 10:
-                assert time.monotonic() < deadline, "the ten /hold requests never borrowed every connection"
-                await asyncio.sleep(0.01)
+            pool = primary.connection_instance
+            await eventually(
+                lambda: pool.get_idle_size() == 0 and pool.get_size() == 10,
+                timeout=10,
+                what="the ten /hold requests to borrow every connection",
+            )
 
             errors = await asyncio.gather(*(borrow(spec, primary) for _ in range(4)))
             assert all(isinstance(error, PoolAcquireTimeout) for error in errors), errors
@@ -98,9 +88,19 @@ async def test_readme_endpoints_example(monkeypatch: pytest.MonkeyPatch) -> None
             assert {(await h).status_code for h in holders} == {200}
 
             server.stop()
-            await asyncio.sleep(1.1)  # health_cache_ttl
-            failing = await client.get("/ops/ready")
-            assert failing.status_code == 503
-            body, shown_body = failing.json(), json.loads(failing_body)
-            body["checks"]["primary:connections"][0]["observedValue"] = 1.552
-            assert body == shown_body
+            shown_body = json.loads(failing_body)
+            bodies: list[object] = []
+
+            async def ready_answers_as_shown() -> bool:
+                # Probes right after the stop may still meet a connection the server is closing (another error
+                # class); the README shows the answer for a server that is down, once the cached pass expired.
+                failing = await client.get("/ops/ready")
+                body = failing.json()
+                with contextlib.suppress(KeyError, IndexError, TypeError):
+                    body["checks"]["primary:connections"][0]["observedValue"] = 1.552
+                bodies.append((failing.status_code, body))
+                return failing.status_code == 503 and body == shown_body
+
+            await eventually(
+                ready_answers_as_shown, timeout=10, what=lambda: f"the README's 503 body, got {bodies[-3:]}"
+            )

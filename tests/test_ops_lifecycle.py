@@ -2,8 +2,7 @@
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import pytest
@@ -13,11 +12,19 @@ from sqlspec import SQLSpec
 from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
 
 from sqlspec_ops import SQLSpecOps
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import eventually
 
 
-def _app(dsn: str, registry: CollectorRegistry, **options: object) -> tuple[FastAPI, SQLSpecOps]:
+def _app(
+    dsn: str, registry: CollectorRegistry, *, holding: asyncio.Event | None = None, **options: object
+) -> tuple[FastAPI, SQLSpecOps, asyncio.Event]:
+    """Build an app whose ``/hold`` route holds its connection until the returned event is set.
+
+    ``holding`` (when given) is set once the route has its connection.
+    """
+    release = asyncio.Event()
     spec = SQLSpec()
     config = spec.add_config(
         AsyncpgConfig(connection_config={"dsn": dsn, "min_size": 1, "max_size": 1}, bind_key="primary")
@@ -30,38 +37,33 @@ def _app(dsn: str, registry: CollectorRegistry, **options: object) -> tuple[Fast
 
     @app.get("/hold")
     async def hold(db: Annotated[AsyncpgDriver, Depends(session)]) -> dict[str, int]:
-        await db.select_value("SELECT pg_sleep(0.6)")
+        await db.select_value("SELECT 1")
+        if holding is not None:
+            holding.set()
+        await release.wait()
         return {"held": 1}
 
     ops = SQLSpecOps(spec, registry=registry, **options)  # type: ignore[arg-type]
-    return ops.instrument(app), ops
-
-
-async def _wait_for(predicate: Callable[[], bool], deadline: float) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return False
+    return ops.instrument(app), ops, release
 
 
 async def test_exhausted_pool_answers_503_with_retry_after(
     pg: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A request that cannot get a connection within acquire_timeout gets 503 + Retry-After, logged once."""
-    app, _ = _app(pg.dsn, registry, acquire_timeout=0.2, health_interval=None)
-    async for client in serve(app):
+    holding = asyncio.Event()
+    app, _, release = _app(pg.dsn, registry, holding=holding, acquire_timeout=0.2, health_interval=None)
+    async with serving(app) as client:
         holder = asyncio.create_task(client.get("/hold"))
-        await asyncio.sleep(0.2)  # the only connection is now held
-        started = time.monotonic()
-        response = await client.get("/hold", headers={"X-Request-ID": "starved-1"})
-        waited = time.monotonic() - started
+        await holding.wait()  # the only connection is now held, until `release` is set
+        # Generous: the holder never lets go meanwhile, so only acquire_timeout can end this request.
+        async with asyncio.timeout(10):
+            response = await client.get("/hold", headers={"X-Request-ID": "starved-1"})
+        release.set()
         assert (await holder).status_code == 200
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.headers["x-request-id"] == "starved-1"
-    assert waited < 0.5
     warnings = [r for r in caplog.records if r.name == "sqlspec_ops" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "pool 'primary'" in warnings[0].getMessage()
@@ -97,23 +99,26 @@ async def test_readiness_refreshes_without_probes_and_budget_follows() -> None:
     server.stop()  # down at startup
     registry = CollectorRegistry()
     try:
-        app, ops = _app(server.dsn, registry, health_interval=0.3, health_timeout=0.5, workers=3)
+        app, ops, _ = _app(server.dsn, registry, health_interval=0.3, health_timeout=0.5, workers=3)
         labels = {"db_client_connection_pool_name": "primary"}
 
         def up() -> float | None:
             return registry.get_sample_value("sqlspec_ops_database_up", labels)
 
-        async for _client in serve(app):
+        async with serving(app):
             assert up() == 0
             assert ops.budget is not None
             assert ops.budget.errors
             server.start()
-            assert await _wait_for(lambda: up() == 1, deadline=15)
-            assert await _wait_for(lambda: ops.budget is not None and not ops.budget.errors, deadline=5)
+            await eventually(lambda: up() == 1, timeout=15, what="database_up to become 1")
+            await eventually(
+                lambda: ops.budget is not None and not ops.budget.errors, timeout=5, what="the budget to be computed"
+            )
+            assert ops.budget is not None
             assert ops.budget.servers[0].verdict == "within budget"  # 3 x 1 <= 17
             assert ops.health.runs >= 2
             server.stop()
-            assert await _wait_for(lambda: up() == 0, deadline=5)
+            await eventually(lambda: up() == 0, timeout=5, what="database_up to become 0")
     finally:
         server.cleanup()
 

@@ -16,7 +16,7 @@ from sqlspec.exceptions import SQLSpecError
 from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 from tests.support.statements import (
     all_span_text,
@@ -57,7 +57,7 @@ async def test_plain_plugin_app_gets_spans_and_metrics(
             return {"count": count, "failed": type(exc).__name__}
         return {"count": count, "failed": None}
 
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.post("/notes")
         assert response.json() == {"count": 1, "failed": "DataError"}
 
@@ -100,7 +100,7 @@ async def test_plugin_sessions_of_a_second_database_are_attributed_to_its_pool(
         return int(await reports.select_value("SELECT 2")) + int(await reports.select_value("SELECT 3"))
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         assert (await client.get("/report")).json() == 5
 
     counts = duration_counts(registry)

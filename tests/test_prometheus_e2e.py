@@ -36,12 +36,13 @@ from tests.support.dashboards import (
     targets,
     variables,
 )
-from tests.support.postgres import PostgresServer, free_port
-from tests.support.processes import stop_process
+from tests.support.paths import ROOT
+from tests.support.postgres import PostgresServer
+from tests.support.processes import running_server
+from tests.support.waiting import eventually_blocking
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "examples" / "prometheus.yml"
 RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval becomes at this zoom level with a 1 s scrape interval
 STARTUP_TIMEOUT = 60.0
@@ -86,19 +87,12 @@ def check_expression(stack: Stack, expr: str, *, require_data: bool) -> str | No
 # -- processes ------------------------------------------------------------------------------------------
 
 
-def _wait_until(what: str, ready: Any, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if ready():
-                return
-        time.sleep(0.2)
-    pytest.fail(f"{what} not ready after {STARTUP_TIMEOUT}s:\n{log.read_text(errors='replace')[-4000:]}")
+def _app_command() -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "examples.app:app", "--host", "127.0.0.1", "--port", "{port}",
+            "--workers", "2", "--no-access-log"]  # fmt: skip
 
 
-def _start_app(workdir: Path, pg: PostgresServer, token: str, port: int) -> subprocess.Popen[bytes]:
+def _app_env(workdir: Path, pg: PostgresServer, token: str) -> dict[str, str]:
     multiproc = workdir / "multiproc"
     multiproc.mkdir()
     env = {
@@ -113,12 +107,7 @@ def _start_app(workdir: Path, pg: PostgresServer, token: str, port: int) -> subp
         "LOG_LEVEL": "WARNING",
     }
     env.pop("WEB_CONCURRENCY", None)
-    command = [sys.executable, "-m", "uvicorn", "examples.app:app", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", "2", "--no-access-log"]
-    with (workdir / "app.log").open("wb") as log:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    return env
 
 
 def prometheus_config(target: str, token_file: Path) -> dict[str, Any]:
@@ -133,7 +122,8 @@ def prometheus_config(target: str, token_file: Path) -> dict[str, Any]:
     return config
 
 
-def _start_prometheus(workdir: Path, target: str, token_file: Path, port: int) -> subprocess.Popen[bytes]:
+def _prometheus_command(workdir: Path, target: str, token_file: Path) -> list[str]:
+    """Write the Prometheus config (checked by promtool) and return the command that serves it on ``{port}``."""
     binary = shutil.which("prometheus")
     if binary is None or shutil.which("promtool") is None:
         pytest.fail("prometheus/promtool missing: apt-get install prometheus (scripts/test does)")
@@ -143,15 +133,13 @@ def _start_prometheus(workdir: Path, target: str, token_file: Path, port: int) -
         ["promtool", "check", "config", str(config_path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    command = [
+    return [
         binary,
         f"--config.file={config_path}",
         f"--storage.tsdb.path={workdir / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
     ]
-    with (workdir / "prometheus.log").open("wb") as log:
-        return subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 # -- load -----------------------------------------------------------------------------------------------
@@ -216,17 +204,20 @@ def _resolve_variables(stack: Stack) -> None:
 
 def _wait_for_scrapes(stack: Stack, *, after: float, count: int) -> None:
     """Wait until Prometheus has scraped the app successfully ``count`` times after ``after`` (epoch)."""
-    deadline = time.monotonic() + 30
     seen: set[float] = set()
-    while time.monotonic() < deadline:
-        # timestamp() of a plain selector is the time of the last scrape (of an expression, the query time).
-        successful = 'timestamp(up{job="api"}) and on (instance) up{job="api"} == 1'
+    # timestamp() of a plain selector is the time of the last scrape (of an expression, the query time).
+    successful = 'timestamp(up{job="api"}) and on (instance) up{job="api"} == 1'
+
+    def scraped() -> bool:
         seen.update(float(series["value"][1]) for series in stack.query(successful)["data"]["result"])
-        seen = {moment for moment in seen if moment > after}
-        if len(seen) >= count:
-            return
-        time.sleep(0.25)
-    pytest.fail(f"Prometheus scraped the app {len(seen)} times in 30 s, expected {count}\n{stack.logs()}")
+        return len({moment for moment in seen if moment > after}) >= count
+
+    eventually_blocking(
+        scraped,
+        timeout=30,
+        interval=0.25,
+        what=lambda: f"{count} scrapes of the app (saw {len(seen)})\n{stack.logs()}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -236,38 +227,34 @@ def stack(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
     token = secrets.token_urlsafe(24)
     token_file = workdir / "token"
     token_file.write_text(token + "\n", encoding="utf-8")
-    app_port, prometheus_port = free_port(), free_port()
-    processes: list[subprocess.Popen[bytes]] = []
-    client = httpx.Client(timeout=10)
-    try:
-        app = _start_app(workdir, pg, token, app_port)
-        processes.append(app)
-        app_url = f"http://127.0.0.1:{app_port}"
-        _wait_until(
-            "the example app", lambda: client.get(f"{app_url}/ops/ready").status_code == 200, app, workdir / "app.log"
+    with contextlib.ExitStack() as processes, httpx.Client(timeout=10) as client:
+        app = processes.enter_context(
+            running_server(
+                _app_command(),
+                _app_env(workdir, pg, token),
+                log=workdir / "app.log",
+                ready="/ops/ready",
+                ready_timeout=STARTUP_TIMEOUT,
+            )
         )
-        prometheus = _start_prometheus(workdir, f"127.0.0.1:{app_port}", token_file, prometheus_port)
-        processes.append(prometheus)
-        stack = Stack(
-            app_url, f"http://127.0.0.1:{prometheus_port}", client, workdir / "app.log", workdir / "prometheus.log"
+        prometheus = processes.enter_context(
+            running_server(
+                _prometheus_command(workdir, f"127.0.0.1:{app.port}", token_file),
+                os.environ,
+                cwd=workdir,
+                log=workdir / "prometheus.log",
+                ready="/-/ready",
+                ready_timeout=STARTUP_TIMEOUT,
+            )
         )
-        _wait_until(
-            "prometheus",
-            lambda: client.get(f"{stack.prometheus_url}/-/ready").status_code == 200,
-            prometheus,
-            stack.prometheus_log,
-        )
+        stack = Stack(app.base_url, prometheus.base_url, client, app.log, prometheus.log)
         # Prometheus hands new targets to the scrapers at most every 5 s: load only once it scrapes the app.
         _wait_for_scrapes(stack, after=time.time(), count=2)
-        asyncio.run(_drive_load(app_url))
+        asyncio.run(_drive_load(app.base_url))
         _wait_for_scrapes(stack, after=time.time(), count=3)
         _resolve_variables(stack)
         stack.variables["__rate_interval"] = RATE_INTERVAL
         yield stack
-    finally:
-        client.close()
-        for process in reversed(processes):
-            stop_process(process)
 
 
 # -- tests ----------------------------------------------------------------------------------------------
@@ -313,16 +300,14 @@ def test_every_alert_expression_parses_and_evaluates(stack: Stack) -> None:
         if (problem := check_expression(stack, rule["expr"], require_data=False)) is not None
     ]
     assert not problems, "\n".join(problems)
-    deadline = time.monotonic() + 10
-    while True:
+    rules: dict[str, dict[str, Any]] = {}
+
+    def every_rule_evaluated() -> bool:
         groups = stack.client.get(f"{stack.prometheus_url}/api/v1/rules").json()["data"]["groups"]
-        rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
-        if (
-            all(rule["lastEvaluation"] > "0001-01-01T00:00:00Z" for rule in rules.values())
-            or time.monotonic() > deadline
-        ):
-            break
-        time.sleep(0.5)
+        rules.update({rule["name"]: rule for group in groups for rule in group["rules"]})
+        return all(rule["lastEvaluation"] > "0001-01-01T00:00:00Z" for rule in rules.values())
+
+    eventually_blocking(every_rule_evaluated, timeout=10, interval=0.5, what="every rule to be evaluated")
     assert set(rules) == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in rules.values()), rules
 

@@ -14,7 +14,7 @@ from sqlspec.adapters.asyncpg import AsyncpgDriver
 
 from sqlspec_ops import SQLSpecOps, configure_logging
 from sqlspec_ops._sql import shape_of
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 from tests.support.statements import asyncpg_spec, create_table, session_dependency
 
@@ -41,7 +41,7 @@ async def test_sixty_statements_give_the_n_plus_one_warning_and_server_timing(
     SQLSpecOps(spec, registry=registry).instrument(app)
     stream = io.StringIO()
     configure_logging(json=True, level="INFO", stream=stream)
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.get("/customers/7/orders", headers={"X-Request-ID": "nplus1-req-42"})
         assert response.status_code == 200
 
@@ -75,7 +75,7 @@ async def test_requests_within_the_limit_log_nothing(pg: PostgresServer, registr
     SQLSpecOps(spec, registry=registry, max_queries_per_request=5).instrument(app)
     stream = io.StringIO()
     configure_logging(json=True, stream=stream)
-    async for client in serve(app):
+    async with serving(app) as client:
         at_limit = await client.get("/items", params={"count": 5})
         over = await client.get("/items", params={"count": 6})
 
@@ -96,7 +96,7 @@ async def test_server_timing_can_be_disabled(pg: PostgresServer, registry: Colle
         return int(await session.select_value("SELECT 1"))
 
     SQLSpecOps(spec, registry=registry, server_timing=False).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.get("/one")
 
     assert response.status_code == 200
@@ -118,7 +118,7 @@ async def test_n_plus_one_warning_can_be_disabled(pg: PostgresServer, registry: 
     SQLSpecOps(spec, registry=registry, max_queries_per_request=None).instrument(app)
     stream = io.StringIO()
     configure_logging(json=True, stream=stream)
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.get("/many")
 
     assert response.headers["server-timing"].endswith('desc="80 queries"')
@@ -144,7 +144,7 @@ async def test_slow_statement_warning_names_the_statement_never_its_values(
     SQLSpecOps(spec, registry=registry, slow_query_threshold=0.05).instrument(app)
     stream = io.StringIO()
     configure_logging(json=True, level="DEBUG", stream=stream)
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.get("/report", headers={"X-Request-ID": "slow-req-9"})
         assert response.status_code == 200
 

@@ -3,7 +3,6 @@
 import re
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,20 +12,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
+from tests.support.readme import readme_blocks
 from tests.support.statements import statement_spans
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def query_telemetry_example() -> str:
-    """Return the Python block of the README's "Query telemetry" section."""
-    text = README.read_text()
-    section = text.split("\n## Query telemetry\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-    assert len(blocks) == 1
-    return str(blocks[0])
 
 
 @pytest.fixture
@@ -53,7 +42,8 @@ async def test_readme_query_telemetry_example(orders_database: str, monkeypatch:
     """The README app answers, says ``1 queries`` in Server-Timing, exports a ``SELECT orders`` span and counts it."""
     monkeypatch.setenv("DATABASE_URL", orders_database)
     namespace: dict[str, Any] = {"__name__": "readme_query_telemetry"}
-    exec(compile(query_telemetry_example(), "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    (example,) = readme_blocks("Query telemetry", "python")
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     provider: TracerProvider = namespace["tracer_provider"]
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -65,7 +55,7 @@ async def test_readme_query_telemetry_example(orders_database: str, monkeypatch:
     }
     before = REGISTRY.get_sample_value("db_client_operation_duration_seconds_count", labels) or 0.0
 
-    async for client in serve(namespace["app"]):
+    async with serving(namespace["app"]) as client:
         response = await client.get("/customers/7/orders")
 
     assert response.status_code == 200

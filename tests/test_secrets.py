@@ -1,7 +1,6 @@
 """The DSN password never reaches an /ops response, a log record or a metric label, on good paths and bad ones."""
 
 import logging
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -15,11 +14,10 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops._adapters.registry import describe_config
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples
 
-served = asynccontextmanager(serve)
 OPS_PATHS = ("/ops/live", "/ops/ready", "/ops/health", "/ops/pools", "/ops/metrics", "/ops/", "/ops/nope")
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 
@@ -93,7 +91,7 @@ async def test_password_never_leaks(
         if scenario == "database-down":
             server.stop()
         texts: list[str] = []
-        async with served(app) as client:
+        async with serving(app) as client:
             texts += await scrape_everything(client)
             if scenario == "healthy":
                 ready = await client.get("/ops/ready")

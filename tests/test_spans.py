@@ -22,7 +22,7 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
 from sqlspec.exceptions import SQLSpecError
 
 from sqlspec_ops import SQLSpecOps
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.statements import (
     all_span_text,
@@ -115,7 +115,7 @@ async def test_statement_spans_are_children_of_the_instrumentor_server_span(
         ops.instrument(app)
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
     try:
-        async for client in serve(app):
+        async with serving(app) as client:
             response = await client.post("/orders/retail", headers={"X-Request-ID": REQUEST_ID})
             assert response.json() == {"kind": "retail", "count": 0, "failed": "DataError"}
     finally:
@@ -150,7 +150,7 @@ async def test_statement_spans_are_children_of_fastapi_native_server_span(
     app = FastAPI(telemetry={"tracer_provider": provider, "operation_spans": operation_spans})
     add_order_route(app, spec, config, table)
     SQLSpecOps(spec, tracer_provider=provider, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.post("/orders/web", headers={"X-Request-ID": REQUEST_ID})
         assert response.status_code == 200
 
@@ -197,7 +197,7 @@ async def test_spans_go_to_the_global_provider_without_the_option(
     app = FastAPI()
     add_order_route(app, spec, config, table)
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.post("/orders/global", headers={"X-Request-ID": REQUEST_ID})
         assert response.status_code == 200
 
@@ -215,7 +215,7 @@ async def test_the_option_wins_over_the_global_provider(
     app = FastAPI()
     add_order_route(app, spec, config, table)
     SQLSpecOps(spec, tracer_provider=provider, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         await client.post("/orders/option", headers={"X-Request-ID": REQUEST_ID})
 
     assert len(statement_spans(exporter)) == 3
@@ -232,7 +232,7 @@ async def test_a_provider_sampling_nothing_records_no_statement_spans(
     app = FastAPI()
     add_order_route(app, spec, config, table)
     SQLSpecOps(spec, tracer_provider=provider, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         for _ in range(3):
             assert (await client.post("/orders/unsampled")).status_code == 200
 
@@ -253,7 +253,7 @@ async def test_statement_spans_follow_the_incoming_sampling_decision(
     SQLSpecOps(spec, tracer_provider=provider, registry=registry).instrument(app)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     flags = "01" if sampled else "00"
-    async for client in serve(app):
+    async with serving(app) as client:
         response = await client.post(
             "/orders/propagated", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-{flags}"}
         )

@@ -24,7 +24,7 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig, PsycopgAsyncDriver
 from sqlspec.exceptions import SQLSpecError
 
 from sqlspec_ops import SQLSpecOps
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 from tests.support.statements import (
     DURATION,
@@ -63,7 +63,7 @@ async def test_thousand_statements_with_hundred_failures_are_all_counted(
         return {"failed": failed}
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         for _ in range(10):
             assert (await client.post("/batch")).json() == {"failed": 10}
 
@@ -193,7 +193,7 @@ async def test_psycopg_statements_are_counted_with_their_sqlstate(
         return {"failed": None}
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         assert (await client.post("/run")).json() == {"failed": "DataError"}
 
     counts = duration_counts(registry)
@@ -227,7 +227,7 @@ async def test_aiosqlite_statements_are_counted_with_their_error_name(
         return {"failed": None}
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         failed = (await client.post("/run")).json()["failed"]
         assert failed is not None
 
@@ -254,7 +254,7 @@ async def test_config_provide_session_statements_are_counted(pg: PostgresServer,
         return -1
 
     SQLSpecOps(spec, registry=registry).instrument(app)
-    async for client in serve(app):
+    async with serving(app) as client:
         assert (await client.get("/direct")).json() == 1
 
     counts = duration_counts(registry)

@@ -4,27 +4,17 @@ Speed itself is judged by the full run (``python -m benchmarks.statement_overhea
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks import statement_overhead
+from tests.support.processes import run_module
 
-ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = set(statement_overhead.VARIANTS)
 
 
 def test_quick_statement_overhead_run_reports_every_variant(tmp_path: Path) -> None:
     """``--quick`` runs every variant against a throwaway PostgreSQL and writes JSON and Markdown results."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.statement_overhead", "--quick", "--output", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_module("benchmarks.statement_overhead", "--quick", "--output", str(tmp_path), timeout=300)
     report = json.loads((tmp_path / "statement_overhead-quick.json").read_text())
     assert set(report["variants"]) == VARIANTS
     for row in report["variants"].values():

@@ -5,7 +5,6 @@ import base64
 import math
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from html.parser import HTMLParser
 from typing import Annotated, Any
 
@@ -20,10 +19,9 @@ from sqlspec.driver import AsyncDriverAdapterBase
 
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops._status_page import render_status_page, service_name
-from tests.conftest import serve
+from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 
-served = asynccontextmanager(serve)
 TOKEN = "page-t0ken-for-tests"  # noqa: S105 - a test credential
 XSS = "<script>alert(1)</script>"
 ESCAPED_XSS = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -340,7 +338,7 @@ async def test_page_asks_for_basic_and_takes_the_token_as_password_or_bearer(
     """Without credentials the page challenges Basic; Basic any:token and the bearer open it; wrong ones do not."""
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     app = page_app(pg, registry, token=TOKEN)
-    async with served(app) as client:
+    async with serving(app) as client:
         anonymous = await client.get("/ops/")
         wrong = await client.get("/ops/", headers=basic(f"{TOKEN}x"))
         user_only = await client.get("/ops/", headers=basic("", user=TOKEN))
@@ -369,7 +367,7 @@ async def test_page_asks_for_basic_and_takes_the_token_as_password_or_bearer(
 
 async def test_page_headers_are_strict_and_the_nonce_is_fresh(pg: PostgresServer, registry: CollectorRegistry) -> None:
     """The page carries a nonce-only CSP with no external source, nosniff, no-store and no-referrer."""
-    async with served(page_app(pg, registry)) as client:
+    async with serving(page_app(pg, registry)) as client:
         first = await client.get("/ops/")
         second = await client.get("/ops/")
     assert first.status_code == 200
@@ -395,7 +393,7 @@ async def test_live_page_escapes_bind_key_and_shows_no_secret(pg: PostgresServer
     """With a connection held by a request whose route and bind key contain markup, the page shows them escaped
     and never the DSN password or the statement's parameter."""  # noqa: D205, D209 - one sentence
     app = page_app(pg, registry, bind_key=XSS, token=TOKEN)
-    async with served(app) as client:
+    async with serving(app) as client:
         holding = asyncio.create_task(client.get(f"/hold/{XSS}/1.5"))
         page = ""
         for _ in range(100):  # until the held connection shows on the page
@@ -423,7 +421,7 @@ async def test_live_page_lists_the_holder_with_its_route_escaped(
 ) -> None:
     """A request holding a connection appears in the holders table with its request ID and escaped route."""
     app = page_app(pg, registry)
-    async with served(app) as client:
+    async with serving(app) as client:
         holding = asyncio.create_task(client.get(f"/hold/{XSS}/1.5", headers={"X-Request-ID": "holder-req-1"}))
         page = ""
         for _ in range(100):

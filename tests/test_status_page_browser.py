@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.apps.serving import ROOT, ServerProcess, clean_env, running_server
+from tests.support.paths import ROOT
 from tests.support.postgres import PostgresServer
+from tests.support.processes import ServerProcess, clean_env, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +209,7 @@ def _primary_used(server: ServerProcess) -> int:
 
 def _serves(server: ServerProcess) -> bool:
     with contextlib.suppress(httpx.HTTPError):
-        return server.get("/ops/live").status_code == 200
+        return bool(server.get("/ops/live").status_code == 200)
     return False
 
 

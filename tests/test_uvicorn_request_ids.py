@@ -16,8 +16,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.apps.serving import clean_env, running_server
 from tests.support.postgres import APP_PASSWORD, PostgresServer
+from tests.support.processes import clean_env, running_server
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from sqlspec_ops._workers import WorkerCount, detect_workers, process_cmdlines, workers_from_cmdline
-from tests.apps.serving import clean_env, running_server
+from tests.support.processes import clean_env, running_server
 
 PY = "/srv/venv/bin/python3.11"
 UVICORN_MASTER = [PY, "/srv/venv/bin/uvicorn", "app:app", "--host", "127.0.0.1", "--workers", "3"]

@@ -36,11 +36,17 @@ class PsycopgPool(InstrumentedPool):
             yield connection
         except BaseException as exc:
             self._released(key)  # before the pool gets it back: it may hand it to a waiter at once
-            await context.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await context.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self._returned()
             raise
         else:
             self._released(key)
-            await context.__aexit__(None, None, None)
+            try:
+                await context.__aexit__(None, None, None)
+            finally:
+                self._returned()
 
 
 class PsycopgAdapter(PostgresAdapter):

@@ -1,16 +1,66 @@
-"""Drive an ASGI app by hand: raw header bytes and WebSocket sessions that HTTP clients would not send.
+"""Serve an ASGI app in-process for a test, or drive it by hand with bytes HTTP clients would not send.
 
-HTTP client libraries refuse (or normalise) header values with CR, LF, NUL or non-ASCII bytes, so tests that
-prove what the middleware does with such bytes build the ASGI scope themselves.
+``serving(app)`` runs the app's lifespan and yields an httpx client talking to it. HTTP client libraries
+refuse (or normalise) header values with CR, LF, NUL or non-ASCII bytes, so tests that prove what the
+middleware does with such bytes build the ASGI scope themselves (``http_request``, ``websocket_session``).
 """
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.types import ASGIApp, Message
+import httpx
+from asgi_lifespan import LifespanManager
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("http_request", "response_headers", "websocket_session")
+__all__ = ("http_request", "response_headers", "serving", "websocket_session")
+
+
+def _state_per_request(app: ASGIApp) -> ASGIApp:
+    """Give each request its own copy of the lifespan state, as uvicorn does.
+
+    asgi-lifespan hands every request the same state dict, so concurrent requests would overwrite each other's
+    ``request.state`` (SQLSpec's FastAPI plugin keeps the request's connection there).
+    """
+
+    async def app_with_request_state(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and "state" in scope:
+            scope = {**scope, "state": dict(scope["state"])}
+        await app(scope, receive, send)
+
+    return app_with_request_state
+
+
+@asynccontextmanager
+async def serving(
+    app: ASGIApp, *, base_url: str = "http://testserver", raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's startup, yield an HTTP client talking to it in-process, then run its shutdown.
+
+    The shutdown runs even when the block raises, so a failing test still closes the app's pools.
+
+    Args:
+        app: The ASGI app.
+        base_url: The client's base URL.
+        raise_app_exceptions: Re-raise an exception the app did not handle (False: answer 500 as a server does).
+
+    Yields:
+        The client.
+
+    """
+    async with LifespanManager(_state_per_request(app)) as manager:
+        try:
+            transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=raise_app_exceptions)
+            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+                yield client
+        except BaseException as failure:
+            # asgi-lifespan sends the shutdown only when the block succeeded
+            try:
+                await manager.shutdown()
+            except Exception as exc:
+                failure.add_note(f"the app's shutdown failed as well: {exc!r}")
+            raise
 
 
 def _scope(kind: str, path: str, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:

@@ -1,16 +1,15 @@
 """Read Prometheus samples the way PromQL does, from a registry or from an exposition text.
 
-``histogram_quantile`` here is PromQL's: it finds the bucket holding the requested rank and interpolates
-linearly inside it, so a test asserting on it checks what a dashboard would show, bucket layout included.
+``cumulative`` buckets raw samples the way a histogram does, so a test can check that a histogram saw
+exactly the values that were measured.
 """
 
-import math
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ("Buckets", "bucket_counts", "histogram_quantile", "parse_samples", "sample_value", "subtract")
+__all__ = ("Buckets", "bucket_counts", "cumulative", "parse_samples", "sample_value", "subtract")
 
 Buckets = dict[float, float]  # upper bound -> cumulative count
 
@@ -28,28 +27,10 @@ def bucket_counts(registry: CollectorRegistry, name: str, labels: Mapping[str, s
     return buckets
 
 
-def histogram_quantile(q: float, buckets: Buckets) -> float:
-    """Return the ``q`` quantile of cumulative buckets like PromQL's ``histogram_quantile``.
-
-    Raises:
-        ValueError: If there are no observations.
-
-    """
-    bounds = sorted(buckets)
-    total = buckets[math.inf]
-    if total <= 0:
-        msg = "the histogram has no observations"
-        raise ValueError(msg)
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound  # PromQL returns the highest finite bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
-        lower_bound, lower_count = bound, count
-    return lower_bound
+def cumulative(samples: Iterable[float], like: Buckets) -> Buckets:
+    """Return the cumulative counts raw ``samples`` would give in the buckets of ``like`` (same upper bounds)."""
+    values = list(samples)
+    return {bound: float(sum(1 for value in values if value <= bound)) for bound in like}
 
 
 def subtract(after: Buckets, before: Buckets) -> Buckets:
