@@ -353,3 +353,9 @@ def _as_port(value: Any, fallback: int | None) -> int | None:
         return int(value) if value not in (None, "") else fallback
     except (TypeError, ValueError):
         return fallback
+
+
+# Last, because it subclasses Adapter and the parsers above; its own module keeps the driver knowledge together.
+from sqlspec_ops.adapters_asyncmy import AsyncmyAdapter  # noqa: E402
+
+_ADAPTERS[AsyncmyAdapter.config_class] = AsyncmyAdapter()

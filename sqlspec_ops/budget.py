@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlspec_ops.adapters import adapter_for, describe_config, failure_name, named_configs
+from sqlspec_ops.adapters_asyncmy import MySQLLimits
 from sqlspec_ops.metrics import OpsMetrics
 from sqlspec_ops.workers import WorkerCount, detect_workers
 
@@ -113,6 +114,7 @@ class ServerLimits:
     source: Literal["server", "override"] = "server"
     # (kind, name, limit, names of the pools it applies to) for role/database limits that are set
     scoped: tuple[tuple[Literal["role", "database"], str, int, tuple[str, ...]], ...] = ()
+    explanation: str | None = None  # how the adapter computed the capacity, when it is not PostgreSQL's way
 
     @property
     def capacity(self) -> int:
@@ -123,6 +125,8 @@ class ServerLimits:
         """Say how the capacity was computed."""
         if self.source == "override":
             return f"max_connections override {self.max_connections} (taken as the budget as given)"
+        if self.explanation is not None:
+            return self.explanation
         text = (
             f"max_connections {self.max_connections} - superuser_reserved_connections "
             f"{self.superuser_reserved_connections}"
@@ -400,7 +404,9 @@ async def standalone_connection(config: Any) -> AsyncIterator[Any]:
         yield connection
     finally:
         try:
-            await connection.close()
+            closing = connection.close()
+            if closing is not None:  # asyncmy's close() is synchronous
+                await closing
         except Exception:
             logger.debug("closing the budget connection failed", exc_info=True)
 
@@ -414,6 +420,7 @@ class _Read:
     role_limit: int
     database: str
     database_limit: int
+    explanation: str | None = None
 
 
 async def fetch_limits(
@@ -442,6 +449,9 @@ async def fetch_limits(
             if adapter is None:  # pool_demands() only hands over supported configs
                 msg = f"unsupported config {type(config).__name__}"
                 raise TypeError(msg)
+            read_limits = getattr(adapter, "read_limits", None)
+            if read_limits is not None:  # MySQL: see AsyncmyAdapter.read_limits
+                return _read_mysql(await read_limits(connection))
             return _parse(await adapter.fetch_row(connection, _LIMITS_SQL))
 
     results = await asyncio.gather(*(read(config) for _, config in served), return_exceptions=True)
@@ -473,6 +483,7 @@ async def fetch_limits(
             server_version_num=version,
             source="server",
             scoped=tuple((kind, name, value, tuple(pools)) for (kind, name), (value, pools) in scoped.items()),
+            explanation=reads[0][1].explanation,
         )
     return limits
 
@@ -693,6 +704,19 @@ def _parse(row: Sequence[Any]) -> _Read:
         role_limit=int(role_limit) if role_limit is not None else -1,
         database=str(database),
         database_limit=int(database_limit) if database_limit is not None else -1,
+    )
+
+
+def _read_mysql(limits: MySQLLimits) -> _Read:
+    """MySQL reserves nothing below max_connections; max_user_connections limits the account (the "role")."""
+    account_limit = limits.account_limit
+    return _Read(
+        server_wide=(limits.max_connections, 0, 0, None),
+        role=limits.account,
+        role_limit=account_limit if account_limit is not None else -1,
+        database="",
+        database_limit=-1,
+        explanation=limits.explain(),
     )
 
 

@@ -18,7 +18,7 @@ scrape reads the workers' files instead, so each borrow and return also writes t
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from time import perf_counter
 from types import TracebackType
@@ -81,6 +81,24 @@ class _Acquire:
             await self._pool.release(connection)
 
 
+class _Closing:
+    """What ``InstrumentedPool.close()`` returns: closes the driver's pool when first awaited, once."""
+
+    __slots__ = ("_adapter", "_pool")
+
+    def __init__(self, adapter: Adapter, pool: Any) -> None:
+        self._adapter = adapter
+        self._pool = pool
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._close().__await__()
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await self._adapter.close(pool)
+
+
 class InstrumentedPool:
     """Stands in for a driver's pool and records every borrow of a connection."""
 
@@ -121,6 +139,7 @@ class InstrumentedPool:
         self._borrowed: dict[int, float] = {}
         self._inner: Any = None
         self._open_lock: asyncio.Lock | None = None
+        self._closing: _Closing | None = None
         self._pending_gauge = metrics.pending_requests.labels(name)
         self._timeouts_counter = metrics.timeouts.labels(name)
         self._wait = metrics.wait_time.labels(name)
@@ -180,13 +199,23 @@ class InstrumentedPool:
                 self.wrap(pool)
         return self._inner
 
-    async def close(self) -> None:
-        """Close the driver's pool (SQLSpec's ``close_pool`` calls this)."""
+    def close(self) -> "_Closing":
+        """Close the driver's pool (SQLSpec's ``close_pool`` calls this): await the result.
+
+        SQLSpec's asyncmy config closes in asyncmy's two steps instead, ``close()`` then ``await wait_closed()``,
+        which finishes the same close.
+        """
         pool, self._inner = self._inner, None
         self._borrowed.clear()
         self._publish_counts(0, 0)
-        if pool is not None:
-            await self.adapter.close(pool)
+        self._closing = _Closing(self.adapter, pool)
+        return self._closing
+
+    async def wait_closed(self) -> None:
+        """Finish a ``close()`` nobody awaited (asyncmy's two-step close)."""
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            await closing
 
     def reattach(self) -> None:
         """Stand in as the config's pool again after SQLSpec's ``close_pool()`` let go of the proxy.

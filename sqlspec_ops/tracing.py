@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from sqlspec_ops.adapters import PoolTarget
+from sqlspec_ops.adapters_asyncmy import mysql_error_number
 
 __all__ = (
     "MAX_SQL",
@@ -287,9 +288,9 @@ def error_details(exc: BaseException) -> tuple[str, str | None]:
             driver's).
 
     Returns:
-        The status code is the SQLSTATE (psycopg, asyncpg) or SQLite's error name found on the exception or
-        on the driver error it wraps; ``error.type`` is that code when known, else the class of the most
-        specific exception. Both have a bounded set of values, so they are safe as metric labels; the
+        The status code is the SQLSTATE (psycopg, asyncpg), the MySQL error number (asyncmy) or SQLite's error
+        name found on the exception or on the driver error it wraps; ``error.type`` is that code when known,
+        else the class of the most specific exception. Both have a bounded set of values, so they are safe as metric labels; the
         exception's message (which can quote row values) is never used beyond SQLSpec's ``[SQLSTATE]`` prefix.
 
     """
@@ -300,7 +301,12 @@ def error_details(exc: BaseException) -> tuple[str, str | None]:
         if current is None:
             break
         innermost = current
-        candidate = getattr(current, "sqlstate", None) or getattr(current, "sqlite_errorname", None)
+        # MySQL's errors carry a SQLSTATE too, but its conventions (and operators) use the error number
+        candidate = (
+            mysql_error_number(current)
+            or getattr(current, "sqlstate", None)
+            or getattr(current, "sqlite_errorname", None)
+        )
         if isinstance(candidate, str) and candidate:
             code = candidate
             break
