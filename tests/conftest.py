@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresServer
 
 
@@ -30,6 +31,17 @@ def pg() -> Iterator[PostgresServer]:
 def pg20() -> Iterator[PostgresServer]:
     """A PostgreSQL server with max_connections=20 (budget 17 after PostgreSQL 15's 3 superuser slots)."""
     server = PostgresServer(max_connections=20)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    """A MariaDB server shared by the tests that do not stop it or change its settings."""
+    server = MariaDBServer(max_connections=100)
     server.start()
     try:
         yield server
