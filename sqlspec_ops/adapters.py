@@ -358,4 +358,5 @@ def _as_port(value: Any, fallback: int | None) -> int | None:
 # Last, because it subclasses Adapter and the parsers above; its own module keeps the driver knowledge together.
 from sqlspec_ops.adapters_asyncmy import AsyncmyAdapter  # noqa: E402
 
-_ADAPTERS[AsyncmyAdapter.config_class] = AsyncmyAdapter()
+_ASYNCMY: Adapter = AsyncmyAdapter()
+_ADAPTERS[_ASYNCMY.config_class] = _ASYNCMY

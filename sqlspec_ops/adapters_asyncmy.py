@@ -30,8 +30,8 @@ _MYSQL_DRIVERS = frozenset({"asyncmy", "aiomysql", "pymysql", "MySQLdb"})
 _ACCESS_DENIED = 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR: "you need (at least one of) the PROCESS privilege(s)"
 _SIZE_KEYS = ("min_size", "max_size", "pool_size")
 # The account's own limit shows in the session value of max_user_connections when set (MySQL and MariaDB).
-_ADMIN_PRIVILEGES = ("SUPER", "CONNECTION ADMIN", "CONNECTION_ADMIN")  # MariaDB spells it with a space
-_LIMITS_SQL = f"""
+# The privileges that admit the extra connection: MariaDB spells CONNECTION ADMIN with a space, MySQL with "_".
+_LIMITS_SQL = """
 SELECT @@GLOBAL.max_connections,
        @@GLOBAL.max_user_connections,
        @@SESSION.max_user_connections,
@@ -40,7 +40,7 @@ SELECT @@GLOBAL.max_connections,
        (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES
          WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''',
                                 SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')
-           AND PRIVILEGE_TYPE IN ({", ".join(f"'{p}'" for p in _ADMIN_PRIVILEGES)}))
+           AND PRIVILEGE_TYPE IN ('SUPER', 'CONNECTION ADMIN', 'CONNECTION_ADMIN'))
 """
 # One bounded round trip over both views, grouped on the server (at most a few rows come back). INNODB_TRX
 # needs PROCESS, and without PROCESS the process list silently shows the account's own threads only, so its
@@ -182,7 +182,7 @@ class AsyncmyAdapter(Adapter):
         return (await self._fetch(connection, sql, None, one=True))[0]
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
-        """asyncmy has no acquire timeout of its own: only the proxy's ``asyncio.timeout`` counts."""
+        """Count only the proxy's ``asyncio.timeout``: asyncmy has no acquire timeout of its own."""
         return isinstance(exc, TimeoutError)
 
     async def close(self, pool: Any) -> None:
@@ -279,8 +279,8 @@ class AsyncmyAdapter(Adapter):
         this_app: dict[str, int] = {}
         other = idle_in_transaction = waiting = 0
         oldest_us: int | None = None
-        for mine, command, in_transaction, lock_wait, count, longest_us in rows:
-            count = int(count)
+        for mine, command, in_transaction, lock_wait, how_many, longest_us in rows:
+            count = int(how_many)
             if lock_wait:
                 waiting += count
             if longest_us is not None:
@@ -305,9 +305,7 @@ class AsyncmyAdapter(Adapter):
         async with connection.cursor() as cursor:
             await cursor.execute(sql, args)
             rows = [await cursor.fetchone()] if one else list(await cursor.fetchall())
-        return [
-            [] if row is None else list(row.values()) if isinstance(row, Mapping) else list(row) for row in rows
-        ]
+        return [[] if row is None else list(row.values()) if isinstance(row, Mapping) else list(row) for row in rows]
 
 
 def _state(command: str, *, idle: bool, in_transaction: bool) -> str:

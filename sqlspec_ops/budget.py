@@ -449,10 +449,7 @@ async def fetch_limits(
             if adapter is None:  # pool_demands() only hands over supported configs
                 msg = f"unsupported config {type(config).__name__}"
                 raise TypeError(msg)
-            read_limits = getattr(adapter, "read_limits", None)
-            if read_limits is not None:  # MySQL: see AsyncmyAdapter.read_limits
-                return _read_mysql(await read_limits(connection))
-            return _parse(await adapter.fetch_row(connection, _LIMITS_SQL))
+            return await _read_limits(adapter, connection)
 
     results = await asyncio.gather(*(read(config) for _, config in served), return_exceptions=True)
     by_server: dict[str, list[tuple[PoolDemand, _Read | BaseException]]] = {}
@@ -705,6 +702,13 @@ def _parse(row: Sequence[Any]) -> _Read:
         database=str(database),
         database_limit=int(database_limit) if database_limit is not None else -1,
     )
+
+
+async def _read_limits(adapter: Any, connection: Any) -> _Read:
+    read_limits = getattr(adapter, "read_limits", None)
+    if read_limits is not None:  # MySQL: see AsyncmyAdapter.read_limits
+        return _read_mysql(await read_limits(connection))
+    return _parse(await adapter.fetch_row(connection, _LIMITS_SQL))
 
 
 def _read_mysql(limits: MySQLLimits) -> _Read:

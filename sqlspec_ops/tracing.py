@@ -290,8 +290,9 @@ def error_details(exc: BaseException) -> tuple[str, str | None]:
     Returns:
         The status code is the SQLSTATE (psycopg, asyncpg), the MySQL error number (asyncmy) or SQLite's error
         name found on the exception or on the driver error it wraps; ``error.type`` is that code when known,
-        else the class of the most specific exception. Both have a bounded set of values, so they are safe as metric labels; the
-        exception's message (which can quote row values) is never used beyond SQLSpec's ``[SQLSTATE]`` prefix.
+        else the class of the most specific exception. Both have a bounded set of values, so they are safe as
+        metric labels; the exception's message (which can quote row values) is never used beyond SQLSpec's
+        ``[SQLSTATE]`` prefix.
 
     """
     code: str | None = None

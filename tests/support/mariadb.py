@@ -164,8 +164,8 @@ class MariaDBServer:
             for path in (self._tmp, self._tmp / "run"):
                 os.chown(path, account.pw_uid, account.pw_gid)
         subprocess.run(
-            [str(self.install_bin), "--no-defaults", f"--datadir={self.data}", "--auth-root-authentication-method=normal",
-             "--skip-test-db", "--skip-name-resolve", "--innodb-log-file-size=8M", "--innodb-buffer-pool-size=16M"],
+            [str(self.install_bin), "--no-defaults", f"--datadir={self.data}", "--skip-test-db", "--skip-name-resolve",
+             "--auth-root-authentication-method=normal", "--innodb-log-file-size=8M", "--innodb-buffer-pool-size=16M"],
             check=True, capture_output=True, timeout=120, **self._as_server_user(),
         )  # fmt: skip
         self._initialised = True
@@ -185,7 +185,7 @@ class MariaDBServer:
         first = not self._initialised
         if first:
             self._install()
-        self._process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+        self._process = subprocess.Popen(
             [str(self.server_bin), "--no-defaults", *self._options()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -272,4 +272,3 @@ class MariaDBServer:
     ) -> None:
         """Stop the server and delete its files."""
         self.cleanup()
-
