@@ -16,6 +16,7 @@ MySQL's conventions (and operators) speak in error numbers, so ``error.type`` is
 Nothing here imports asyncmy: configs are recognised by class path, connections and pools are duck-typed.
 """
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -191,8 +192,6 @@ class AsyncmyAdapter(Adapter):
         asyncmy's ``wait_closed()`` waits for every borrowed connection to come back, for ever: a leaked
         connection or a request stuck on a silent server would hang the shutdown past its deadline.
         """
-        import asyncio  # noqa: PLC0415 - only closing needs it
-
         pool.close()
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
