@@ -547,49 +547,56 @@ def test_cli_check_reads_mysql_limits(mariadb20: MariaDBServer) -> None:
 
 
 async def test_server_view_counts_this_app_other_clients_and_transactions(mariadb: MariaDBServer) -> None:
-    """An idle pool connection, a client holding a row lock in an open transaction, one waiting on it."""
+    """An idle pool connection, another client holding a row lock in an open transaction, one waiting on it."""
     database = scratch_database(mariadb)
     spec = SQLSpec()
-    config = spec.add_config(asyncmy_config(mariadb, database, minsize=2, maxsize=3))
+    config = spec.add_config(asyncmy_config(mariadb, database, minsize=3, maxsize=3))
     adapter = adapter_for(config)
     assert isinstance(adapter, AsyncmyAdapter)
     root = await mariadb.root()
-    waiter = asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def wait_for_the_lock() -> None:
+        async with config.provide_connection() as blocked, blocked.cursor() as cursor:
+            await cursor.execute("SET SESSION innodb_lock_wait_timeout = 10")
+            await cursor.execute("BEGIN")
+            waiting.set()
+            await cursor.execute("SELECT id FROM locked WHERE id = 1 FOR UPDATE")
+            await cursor.fetchall()
+            await blocked.rollback()
+
     try:
-        async with config.provide_connection() as setup:
-            async with setup.cursor() as cursor:
+        async with config.provide_connection() as connection:
+            async with connection.cursor() as cursor:
                 await cursor.execute("CREATE TABLE locked (id INT PRIMARY KEY)")
                 await cursor.execute("INSERT INTO locked VALUES (1)")
-            await setup.commit()
+            await connection.commit()
+            quiet = await adapter.server_view(connection)
         async with root.cursor() as cursor:
-            await cursor.execute(f"BEGIN; SELECT id FROM {database}.locked WHERE id = 1 FOR UPDATE")
+            await cursor.execute("BEGIN")
             await cursor.execute(f"SELECT id FROM {database}.locked WHERE id = 1 FOR UPDATE")
-        await asyncio.sleep(0.3)
-
-        async def wait_for_the_lock() -> None:
-            async with config.provide_connection() as blocked, blocked.cursor() as cursor:
-                waiter.set()
-                await cursor.execute("SET SESSION innodb_lock_wait_timeout = 5")
-                await cursor.execute("BEGIN")
-                await cursor.execute("SELECT id FROM locked WHERE id = 1 FOR UPDATE")
-
+            await cursor.fetchall()
         blocked = asyncio.create_task(wait_for_the_lock())
-        await waiter.wait()
-        await asyncio.sleep(0.3)
+        await waiting.wait()
+        await asyncio.sleep(0.5)  # the waiter's statement reaches the lock; root's transaction ages
         async with config.provide_connection() as connection:
-            view = await adapter.server_view(connection)
+            busy = await adapter.server_view(connection)
             named = await adapter.server_view(connection, APP_USER)
-        root.close()  # ends the transaction: the waiter gets its lock
+        await root.rollback()  # the waiter gets its lock
         await asyncio.wait_for(blocked, 10)
     finally:
         root.close()
         await config.close_pool()
-    assert view["this_app"]["active"] >= 2  # this query and the one waiting on the lock
-    assert view["other_clients"] >= 1  # root, idle in its transaction
-    assert view["idle_in_transaction"] >= 1
-    assert view["waiting_on_lock"] >= 1
-    assert view["oldest_transaction_s"] >= 0.5
-    assert named["this_app"] == view["this_app"]
+    # Negative control: before the other client's transaction nothing is locked or open.
+    assert (quiet["waiting_on_lock"], quiet["idle_in_transaction"], quiet["oldest_transaction_s"]) == (0, 0, None)
+    assert quiet["this_app"].get("idle", 0) >= 2  # the pool's other two connections
+    assert busy["this_app"]["active"] >= 2  # this query and the one waiting on the lock
+    assert busy["this_app"].get("idle", 0) >= 1  # the pool's third connection
+    assert busy["other_clients"] >= 1  # root, idle in its transaction
+    assert busy["idle_in_transaction"] >= 1
+    assert busy["waiting_on_lock"] >= 1
+    assert busy["oldest_transaction_s"] >= 0.5
+    assert named["this_app"] == busy["this_app"]
 
 
 async def test_server_view_names_the_missing_privilege(mariadb: MariaDBServer) -> None:
