@@ -8,6 +8,10 @@ or on PostgreSQL through asyncpg, with several workers::
 
     DATABASE_URL=postgresql://app:secret@127.0.0.1:5432/appdb uvicorn examples.app:app --workers 4
 
+or on MySQL/MariaDB through asyncmy (``pip install 'sqlspec-ops[asyncmy]'``)::
+
+    DATABASE_URL=mysql://app:secret@127.0.0.1:3306/appdb uvicorn examples.app:app --workers 4
+
 What it shows: users CRUD with explicit ``begin/commit/rollback`` through a dependency around
 ``spec.provide_session(config)``; ``/dashboard`` reading two databases (bind keys ``primary`` and
 ``analytics``); a background task that opens its own session to write an audit row; a WebSocket at ``/ws``;
@@ -15,8 +19,9 @@ What it shows: users CRUD with explicit ``begin/commit/rollback`` through a depe
 statement that holds a connection, a statement that fails).
 
 Environment:
-    DATABASE_URL: asyncpg DSN of the ``primary`` database; unset: SQLite files in ``SQLITE_DIR``.
-    ANALYTICS_DATABASE_URL: asyncpg DSN of the ``analytics`` database (default: ``DATABASE_URL``).
+    DATABASE_URL: ``postgresql://`` (asyncpg) or ``mysql://`` (asyncmy) URL of the ``primary`` database; unset:
+        SQLite files in ``SQLITE_DIR``.
+    ANALYTICS_DATABASE_URL: URL of the ``analytics`` database, same kind (default: ``DATABASE_URL``).
     SQLITE_DIR: where the SQLite files live (default ``examples/.data``, else a temporary directory).
     POOL_MIN_SIZE, POOL_MAX_SIZE: pool sizes of each database (default 1 and 10).
     ACQUIRE_TIMEOUT: seconds a pool acquire may wait before failing (default: wait).
@@ -60,6 +65,14 @@ _POSTGRES_SCHEMA = {
     "analytics": "CREATE TABLE IF NOT EXISTS audit_log (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
     "action TEXT NOT NULL, user_id BIGINT, request_id TEXT, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
 }
+_MYSQL_SCHEMA = {  # TEXT cannot be UNIQUE in MySQL: VARCHAR with the lengths UserIn allows
+    "primary": "CREATE TABLE IF NOT EXISTS users (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+    "name VARCHAR(200) NOT NULL, email VARCHAR(320) NOT NULL UNIQUE)",
+    "analytics": "CREATE TABLE IF NOT EXISTS audit_log (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+    "action VARCHAR(100) NOT NULL, user_id BIGINT, request_id VARCHAR(128), "
+    "created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+}
+_MYSQL_SCHEMES = ("mysql://", "mariadb://")
 _SQLITE_SCHEMA = {
     "primary": "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, "
     "name TEXT NOT NULL, email TEXT NOT NULL UNIQUE)",
@@ -125,6 +138,20 @@ def _sqlite_dir() -> Path:
 def _configs(min_size: int, max_size: int) -> tuple[Any, Any, str]:
     """Return the ``primary`` and ``analytics`` configs and where they point (no password)."""
     primary_url = os.environ.get("DATABASE_URL")
+    if primary_url and primary_url.startswith(_MYSQL_SCHEMES):
+        try:
+            from sqlspec.adapters.asyncmy import AsyncmyConfig  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            msg = "a mysql:// DATABASE_URL needs asyncmy: pip install 'sqlspec-ops[asyncmy]'"
+            raise RuntimeError(msg) from exc
+        analytics_url = os.environ.get("ANALYTICS_DATABASE_URL") or primary_url
+        sizes = {"minsize": min_size, "maxsize": max_size}  # asyncmy's names for the pool sizes
+        parts = urlsplit(primary_url)
+        return (
+            AsyncmyConfig(connection_config={"dsn": primary_url, **sizes}, bind_key="primary"),
+            AsyncmyConfig(connection_config={"dsn": analytics_url, **sizes}, bind_key="analytics"),
+            f"MySQL at {parts.hostname}:{parts.port or 3306}{parts.path}",
+        )
     if primary_url:
         analytics_url = os.environ.get("ANALYTICS_DATABASE_URL") or primary_url
         sizes = {"min_size": min_size, "max_size": max_size}
@@ -157,6 +184,7 @@ class Databases:
         self.primary = primary
         self.analytics = analytics
         self.postgres = isinstance(primary, AsyncpgConfig)
+        self.mysql = type(primary).__name__ == "AsyncmyConfig"
 
     def session(self, config: Any) -> Callable[[], AsyncIterator[Session]]:
         """Return a dependency yielding a session of ``config`` (the pattern of SQLSpec's FastAPI guide)."""
@@ -186,7 +214,7 @@ class Databases:
 
     async def create_tables(self) -> None:
         """Create the tables if they do not exist (safe with several workers starting at once)."""
-        schema = _POSTGRES_SCHEMA if self.postgres else _SQLITE_SCHEMA
+        schema = _POSTGRES_SCHEMA if self.postgres else _MYSQL_SCHEMA if self.mysql else _SQLITE_SCHEMA
         for config in (self.primary, self.analytics):
             async with self.transaction_of(config) as db:
                 if self.postgres:
@@ -224,6 +252,15 @@ def _users_router(dbs: Databases) -> APIRouter:  # noqa: C901 - counts the five 
 
     @router.post("", status_code=201)
     async def create_user(user: UserIn, db: transaction, background: BackgroundTasks) -> User:
+        if dbs.mysql:  # no RETURNING in MySQL; a taken email fails with error 1062, counted in the metrics
+            try:
+                result = await db.execute("INSERT INTO users (name, email) VALUES (:name, :email)", user.model_dump())
+            except UniqueViolationError:
+                raise HTTPException(status_code=409, detail="a user with this email exists") from None
+            created = User(id=int(result.last_inserted_id or 0), **user.model_dump())
+            log.info("user.created", user_id=created.id)
+            background.add_task(dbs.record_audit, "user.created", created.id)
+            return created
         # ON CONFLICT instead of catching the unique violation: SQLSpec 0.69's aiosqlite driver can crash the
         # process (segfault) after a failed statement that had named parameters.
         row = await db.select_one_or_none(
@@ -249,11 +286,15 @@ def _users_router(dbs: Databases) -> APIRouter:  # noqa: C901 - counts the five 
     @router.put("/{user_id}")
     async def replace_user(user_id: int, user: UserIn, db: transaction, background: BackgroundTasks) -> User:
         await _ensure_email_free(db, user.email, user_id)
+        values = {"id": user_id, **user.model_dump()}
         try:
-            row = await db.select_one_or_none(
-                "UPDATE users SET name = :name, email = :email WHERE id = :id RETURNING id, name, email",
-                {"id": user_id, **user.model_dump()},
-            )
+            if dbs.mysql:  # no UPDATE ... RETURNING; and MySQL counts changed rows, not matched ones
+                await db.execute("UPDATE users SET name = :name, email = :email WHERE id = :id", values)
+                row = await db.select_one_or_none("SELECT id, name, email FROM users WHERE id = :id", {"id": user_id})
+            else:
+                row = await db.select_one_or_none(
+                    "UPDATE users SET name = :name, email = :email WHERE id = :id RETURNING id, name, email", values
+                )
         except UniqueViolationError:  # a concurrent request took the email after the check above
             raise HTTPException(status_code=409, detail="a user with this email exists") from None
         if row is None:
@@ -313,6 +354,8 @@ def _other_router(dbs: Databases) -> APIRouter:
         """Demo: hold a primary connection for ``seconds`` (a slow statement on PostgreSQL)."""
         if dbs.postgres:
             await db.execute("SELECT pg_sleep(:seconds)", {"seconds": seconds})
+        elif dbs.mysql:
+            await db.execute("SELECT SLEEP(:seconds)", {"seconds": seconds})
         else:  # SQLite has no sleep function: hold the connection instead
             await db.select_value("SELECT 1")
             await asyncio.sleep(seconds)

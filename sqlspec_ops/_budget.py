@@ -240,7 +240,8 @@ async def standalone_connection(db: Database) -> AsyncIterator[Any]:
         yield connection
     finally:
         try:
-            await connection.close()
+            if db.adapter is not None:
+                await db.adapter.close_connection(connection)
         except Exception:
             logger.debug("closing the budget connection failed", exc_info=True)
 
@@ -318,6 +319,7 @@ def _server_limits(reads: Sequence[tuple[Database, ServerRead]]) -> ServerLimits
         max_connections=first.max_connections,
         reserved=first.reserved,
         source="server",
+        note=first.note,
         scoped=tuple(
             ScopedLimit("role" if kind == "role" else "database", name, value, tuple(pools))
             for (kind, name), (value, pools) in scoped.items()

@@ -82,6 +82,8 @@ class ServerLimits:
     """Slots kept for superusers and the like, by setting name: subtracted from ``max_connections``."""
     source: Literal["server", "override"] = "server"
     scoped: tuple[ScopedLimit, ...] = ()
+    note: str | None = None
+    """What the adapter adds to the explanation (MySQL: how its extra admin connection is counted)."""
 
     @property
     def capacity(self) -> int:
@@ -92,7 +94,8 @@ class ServerLimits:
         """Say how the capacity was computed."""
         if self.source == "override":
             return f"max_connections override {self.max_connections} (taken as the budget as given)"
-        return " - ".join([f"max_connections {self.max_connections}", *(f"{k} {v}" for k, v in self.reserved)])
+        text = " - ".join([f"max_connections {self.max_connections}", *(f"{k} {v}" for k, v in self.reserved)])
+        return f"{text}; {self.note}" if self.note else text
 
 
 @dataclass(frozen=True, slots=True)

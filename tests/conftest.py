@@ -13,6 +13,7 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresServer
 
 
@@ -38,6 +39,17 @@ pg20 = _postgres_fixture(
     scope="module",
     doc="A PostgreSQL server with max_connections=20 (budget 17 after PostgreSQL 15's 3 superuser slots).",
 )
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    """A MariaDB server shared by the tests that do not stop it or change its settings."""
+    server = MariaDBServer(max_connections=100)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture

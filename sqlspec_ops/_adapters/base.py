@@ -96,6 +96,8 @@ class ServerRead:
     role_limit: int | None = None
     database: str | None = None
     database_limit: int | None = None
+    note: str | None = None
+    """Anything the budget's explanation must add (how a server's own reserve is counted)."""
 
 
 class Adapter:
@@ -169,6 +171,10 @@ class Adapter:
         """Read the server's connection limits over a borrowed (or standalone) connection."""
         msg = f"sqlspec-ops cannot read connection limits from {self.name} servers"
         raise NotImplementedError(msg)
+
+    async def close_connection(self, connection: Any) -> None:
+        """Close a standalone connection (the budget check opens one when no pool is open)."""
+        await connection.close()
 
     def error_code(self, exc: BaseException) -> str | None:  # noqa: ARG002 - overridden per adapter
         """Return the database's own code for a driver error (SQLSTATE, MySQL error number...), if it has one."""

@@ -3,13 +3,16 @@
 from typing import Any
 
 from sqlspec_ops._adapters.aiosqlite import AiosqliteAdapter
+from sqlspec_ops._adapters.asyncmy import AsyncmyAdapter
 from sqlspec_ops._adapters.asyncpg import AsyncpgAdapter
 from sqlspec_ops._adapters.base import Adapter, PoolTarget
 from sqlspec_ops._adapters.psycopg import PsycopgAdapter
 
 __all__ = ("adapter_for", "describe_config")
 
-_ADAPTERS: dict[str, Adapter] = {a.config_class: a for a in (AsyncpgAdapter(), PsycopgAdapter(), AiosqliteAdapter())}
+_ADAPTERS: dict[str, Adapter] = {
+    a.config_class: a for a in (AsyncpgAdapter(), PsycopgAdapter(), AsyncmyAdapter(), AiosqliteAdapter())
+}
 
 
 def adapter_for(config: Any) -> Adapter | None:
