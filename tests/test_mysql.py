@@ -437,9 +437,9 @@ async def test_error_numbers_are_read_from_mysql_errors_only(mariadb: MariaDBSer
                 await db.select_value("SELECT x FROM no_such_table")
     finally:
         await config.close_pool()
+    assert missing.value.__cause__ is not None
     assert adapter.error_code(missing.value.__cause__) == "1146"  # the driver error under SQLSpec's wrapper
     assert error_details(adapter, missing.value) == ("1146", "1146")
-    assert missing.value.__cause__ is not None
     assert mysql_error_number(missing.value.__cause__) == "1146"
     # Negative controls: errno-shaped errors of other libraries and plain errors have no MySQL number.
     refused = ConnectionRefusedError(111, "Connection refused")
