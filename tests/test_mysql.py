@@ -28,8 +28,8 @@ from examples.app import create_app
 from sqlspec_ops import PoolAcquireTimeout, SQLSpecOps, check_pool_budget
 from sqlspec_ops._adapters.asyncmy import AsyncmyAdapter, mysql_error_number
 from sqlspec_ops._adapters.base import error_details
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 from sqlspec_ops._adapters.registry import adapter_for, describe_config
-from sqlspec_ops._pools import InstrumentedPool
 from tests.support.asgi import serving
 from tests.support.mariadb import APP_PASSWORD, APP_USER, ROOT_PASSWORD, MariaDBServer
 from tests.support.paths import ROOT
