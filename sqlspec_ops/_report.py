@@ -69,11 +69,14 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def pools_report(databases: Sequence[Database], budget: BudgetReport | None) -> dict[str, Any]:
-    """Build the report for this worker."""
+def pools_report(
+    databases: Sequence[Database], budget: BudgetReport | None, *, loop_lag_ms: float | None = None
+) -> dict[str, Any]:
+    """Build the report for this worker (``loop_lag_ms``: its recent maximum event-loop lag, None when off)."""
     verdicts: dict[str, Any] = budget.verdicts() if budget is not None else {}
     body: dict[str, Any] = {
         "worker_pid": os.getpid(),
+        "event_loop_lag_ms": loop_lag_ms,
         "scope": "live state and percentiles are this worker's; /ops/metrics has all workers' totals",
         "pools": [_pool_entry(db, verdicts) for db in databases],
     }
