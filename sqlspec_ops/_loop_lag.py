@@ -20,13 +20,13 @@ logger = logging.getLogger("sqlspec_ops")
 
 _WINDOW = 30.0  # seconds: the recent maximum covers the last one to two windows
 
-_active: "LoopLagSampler | None" = None
+# The samplers running in this worker (one per SQLSpecOps that started; usually exactly one).
+_running: "list[LoopLagSampler]" = []
 
 
 def recent_max_ms() -> float | None:
     """Return the largest event-loop lag of the last 30 to 60 seconds in this worker, in ms (None when not sampled)."""
-    sampler = _active
-    return None if sampler is None else sampler.recent_max_ms()
+    return max((sampler.recent_max_ms() for sampler in _running), default=None)
 
 
 class LoopLagSampler:
@@ -54,22 +54,20 @@ class LoopLagSampler:
 
     def start(self) -> None:
         """Start sampling on the running loop; this worker's :func:`recent_max_ms` reads this sampler."""
-        global _active  # noqa: PLW0603 - one sampler per worker, read by the pool-timeout and leak messages
         if self._handle is not None:
             return
         loop = self._loop = asyncio.get_running_loop()
         self._window_start = loop.time()
         self._schedule(loop.time())
-        _active = self
+        _running.append(self)
 
     def stop(self) -> None:
-        """Cancel the timer (the recent maximum stays readable until another sampler starts)."""
-        global _active  # noqa: PLW0603
+        """Cancel the timer; :func:`recent_max_ms` stops reading this sampler."""
         handle, self._handle = self._handle, None
         if handle is not None:
             handle.cancel()
-        if _active is self:
-            _active = None
+        if self in _running:
+            _running.remove(self)
 
     def recent_max_ms(self) -> float:
         """Return the largest lag of the current and the previous window, in milliseconds."""

@@ -13,6 +13,7 @@ from sqlspec import SQLSpec
 from sqlspec.adapters.aiosqlite import AiosqliteConfig
 
 from sqlspec_ops import SQLSpecOps
+from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import LOOP_LAG_BUCKETS
 from tests.support.asgi import serving
 from tests.support.waiting import eventually
@@ -63,6 +64,10 @@ async def test_a_blocking_handler_leaves_a_lag_observation(registry: CollectorRe
         assert (registry.get_sample_value(f"{LAG}_sum") or 0.0) >= 0.4
         lag_ms = (await client.get("/ops/pools")).json()["event_loop_lag_ms"]
         assert lag_ms >= 400
+        lag_for_messages = recent_max_ms()  # what the pool-timeout and leak messages quote
+        assert lag_for_messages is not None
+        assert lag_for_messages >= 400
+    assert recent_max_ms() is None, "a stopped sampler is no longer quoted"
 
 
 async def test_idle_loop_lag_is_sampled_and_reported(registry: CollectorRegistry) -> None:
