@@ -61,12 +61,30 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
             "hold_time_ms": percentiles(snap.holds),
         }
     )
+    if pool.adapter.counts_opening:
+        entry["opening"] = _opening(db, snap.idle + snap.used)
     server = db.target.server
     if server is None:
         entry["budget"] = {"verdict": "no server limit"}
     elif server in verdicts:
         entry["budget"] = verdicts[server]
     return entry
+
+
+def _opening(db: Database, ready_or_used: int) -> int:
+    """Count connections the driver has but neither ready nor handed out: being made, retried, checked or reset.
+
+    During an outage this is where a pool's connections are (used and idle both 0), so an operator sees a pool
+    trying to connect rather than an empty one.
+    """
+    pool = db.pool
+    if pool is None or pool.inner is None:
+        return 0
+    try:
+        counted = pool.adapter.counts(pool.inner).open
+    except Exception:
+        return 0
+    return max(0, counted - ready_or_used)
 
 
 def pools_report(

@@ -65,6 +65,8 @@ async def test_psycopg_pool_of_a_stopped_database_reports_no_phantom_used_connec
         ops.instrument(app)
         async with serving(app, raise_app_exceptions=False) as client:
             assert (await client.get("/one")).json() == 1
+            (healthy,) = (await client.get("/ops/pools")).json()["pools"]
+            assert (healthy["used"], healthy["idle"], healthy["opening"]) == (0, 2, 0)
             pool = config.connection_instance
             assert isinstance(pool, InstrumentedPool)
             server.stop()
@@ -83,6 +85,7 @@ async def test_psycopg_pool_of_a_stopped_database_reports_no_phantom_used_connec
             assert gauge(registry, "idle") == 0
             (entry,) = (await client.get("/ops/pools")).json()["pools"]
             assert (entry["used"], entry["idle"]) == (0, 0)
+            assert entry["opening"] >= 1, "the connections psycopg_pool is still trying to make, under their own name"
 
             caplog.set_level(logging.WARNING, logger="sqlspec_ops")
             caplog.clear()  # the broken-connection requests above may have timed out too

@@ -118,6 +118,9 @@ class Adapter:
     # Whether a readiness ping that waits on an empty pool tries one direct connection to name the cause: for
     # drivers whose pool only times out (and retries in the background) instead of raising the connect error.
     probes_connect: ClassVar[bool] = False
+    # Whether ``counts().open`` also counts connections the pool is still making (or retrying): then
+    # open - idle - handed out is shown as ``opening`` in /ops/pools.
+    counts_opening: ClassVar[bool] = False
 
     def describe(self, config: Any) -> PoolTarget:
         """Return the config's target."""

@@ -77,6 +77,7 @@ class PsycopgAdapter(PostgresAdapter):
     proxy_class = PsycopgPool
     # psycopg_pool retries failed connections in the background: a waiting caller sees only PoolTimeout.
     probes_connect = True
+    counts_opening = True  # get_stats()["pool_size"] includes connections being made or retried
 
     def default_max_for(self, min_size: int) -> int:
         """SQLSpec passes ``max_size=None``, so psycopg_pool makes max equal to min."""
