@@ -8,6 +8,18 @@ Failures are reported by error class only: driver messages can carry hosts, user
 leave this module. Pings use a raw pool connection (``config.provide_connection()``), which goes through
 the pool proxy (so a ping waits like any request would) but fires no SQLSpec statement hooks or spans.
 Configs of adapters sqlspec-ops does not support are listed as ``warn`` ("not checked"), never as down.
+
+Two rules keep readiness from lying or cascading:
+
+- **A busy pool is not a down database** (``ready_when_saturated``). When the ping cannot get a connection in
+  time because every connection is handed out, and one came back to the pool within the last
+  ``SATURATION_EVIDENCE_S`` seconds, the pool is saturated but moving: the check is ``warn`` (200) with an
+  ``output`` naming the saturation, instead of failing every replica of a busy service at once. A pool whose
+  connections are all stuck (nothing came back recently), or that has no connection at all, still fails.
+- **Name the real cause.** A pool that retries connections in the background (psycopg_pool) only lets a waiting
+  caller time out. When the ping is still waiting halfway through ``timeout`` and the pool has handed nothing
+  out, one direct connection attempt runs in the remaining time and its error class is reported instead of the
+  bare timeout (``InvalidPassword``, ``ConnectionRefusedError``...).
 """
 
 import asyncio
@@ -20,7 +32,10 @@ from typing import Any, Literal
 from sqlspec_ops._adapters.base import failure_name
 from sqlspec_ops._adapters.proxy import InstrumentedPool
 
-__all__ = ("Check", "HealthChecker", "HealthReport")
+__all__ = ("SATURATION_EVIDENCE_S", "Check", "HealthChecker", "HealthReport")
+
+SATURATION_EVIDENCE_S = 5.0  # a connection that came back this recently shows a saturated pool still moves
+_PROBE_AFTER = 0.5  # fraction of the timeout a ping waits on an empty pool before a direct attempt names the cause
 
 logger = logging.getLogger("sqlspec_ops.health")
 
@@ -61,10 +76,10 @@ class HealthReport:
 
     @property
     def status(self) -> Status:
-        """``fail`` if any database failed, ``warn`` if one could not be checked, else ``pass``."""
+        """``fail`` if any database failed, ``warn`` if one is saturated or could not be checked, else ``pass``."""
         if any(c.status == "fail" for c in self.checks):
             return "fail"
-        return "warn" if self.unchecked else "pass"
+        return "warn" if self.unchecked or any(c.status == "warn" for c in self.checks) else "pass"
 
     def as_json(self) -> dict[str, Any]:
         """Render the health+json body."""
@@ -85,6 +100,7 @@ class HealthChecker:
         cache_ttl: float,
         on_result: Callable[[HealthReport], None] | None = None,
         unsupported: Sequence[tuple[str, str]] = (),
+        ready_when_saturated: bool = True,
     ) -> None:
         """Configure the checker.
 
@@ -95,6 +111,7 @@ class HealthChecker:
             on_result: Called with every fresh report (to update the ``database_up`` gauge).
             unsupported: ``(name, adapter)`` of databases sqlspec-ops cannot ping; reported as ``warn`` so
                 nobody mistakes them for checked (and never as down: a ``warn`` answers 200).
+            ready_when_saturated: Report a saturated pool that still moves as ``warn`` instead of ``fail``.
 
         """
         self._pools = pools
@@ -104,6 +121,7 @@ class HealthChecker:
         )
         self.timeout = timeout
         self.cache_ttl = cache_ttl
+        self.ready_when_saturated = ready_when_saturated
         self._on_result = on_result
         self._last: HealthReport | None = None
         self._running: asyncio.Task[HealthReport] | None = None
@@ -146,15 +164,57 @@ class HealthChecker:
     async def _ping(self, pool: InstrumentedPool) -> Check:
         pool.reattach()
         started = perf_counter()
-        try:
-            async with asyncio.timeout(self.timeout), pool.config.provide_connection() as connection:
+        acquired = False
+
+        async def select_one() -> None:
+            nonlocal acquired
+            async with pool.config.provide_connection() as connection:
+                acquired = True
                 await pool.adapter.ping(connection)
+
+        ping = asyncio.ensure_future(select_one())
+        probe: asyncio.Future[str | None] | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                if pool.adapter.probes_connect:
+                    await asyncio.wait({ping}, timeout=self.timeout * _PROBE_AFTER)
+                    if not ping.done() and not acquired and pool.used() == 0:
+                        probe = asyncio.ensure_future(pool.adapter.connect_failure(pool.config))
+                await ping
         except Exception as exc:
-            check = Check(pool.name, pool.adapter.name, "fail", (perf_counter() - started) * 1000, failure_name(exc))
+            elapsed_ms = (perf_counter() - started) * 1000
+            check = self._failed(pool, exc, elapsed_ms, acquired=acquired, probe=probe)
         else:
             check = Check(pool.name, pool.adapter.name, "pass", (perf_counter() - started) * 1000)
+        finally:
+            if not ping.done():
+                ping.cancel()
+            if probe is not None and not probe.done():
+                probe.cancel()
         self._log_transition(check)
         return check
+
+    def _failed(
+        self,
+        pool: InstrumentedPool,
+        exc: Exception,
+        elapsed_ms: float,
+        *,
+        acquired: bool,
+        probe: "asyncio.Future[str | None] | None",
+    ) -> Check:
+        """Turn a failed ping into a check: saturated-but-moving is ``warn``, else ``fail`` with the best cause."""
+        waited_for_connection = isinstance(exc, TimeoutError) and not acquired
+        if waited_for_connection and self.ready_when_saturated:
+            saturation = _saturation(pool)
+            if saturation is not None:
+                return Check(pool.name, pool.adapter.name, "warn", elapsed_ms, saturation)
+        cause = failure_name(exc)
+        if waited_for_connection and probe is not None and probe.done() and not probe.cancelled():
+            found = probe.exception() or probe.result()
+            if isinstance(found, str):
+                cause = found
+        return Check(pool.name, pool.adapter.name, "fail", elapsed_ms, cause)
 
     def _log_transition(self, check: Check) -> None:
         """Log when a database starts or stops failing, not at every probe."""
@@ -175,3 +235,18 @@ class HealthChecker:
         else:
             self._failing.discard(check.pool)
             logger.info("readiness check of pool %s passing again", check.pool, extra={"extra_fields": fields})
+
+
+def _saturation(pool: InstrumentedPool) -> str | None:
+    """Describe the pool's saturation when every connection is handed out and one came back recently, else None."""
+    in_use, max_size = pool.used(), pool.sizes.max_size
+    last = pool.last_release
+    if in_use < max_size or last is None:
+        return None
+    ago = perf_counter() - last
+    if ago > SATURATION_EVIDENCE_S:
+        return None
+    return (
+        f"saturated: {in_use}/{max_size} connections in use, {pool.pending} waiting; "
+        f"a connection came back {ago:.1f}s ago, so the database is answering"
+    )

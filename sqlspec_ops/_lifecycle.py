@@ -19,6 +19,7 @@ from sqlspec_ops._adapters.base import failure_name
 from sqlspec_ops._budget import BudgetReport, check_pool_budget_async, standalone_connection
 from sqlspec_ops._databases import Database
 from sqlspec_ops._health import HealthChecker, HealthReport
+from sqlspec_ops._loop_lag import LoopLagSampler
 from sqlspec_ops._metrics import OpsMetrics, reap_dead_workers, release_worker
 from sqlspec_ops._options import OpsOptions
 from sqlspec_ops._plugin import attach_plugin_sessions
@@ -54,6 +55,8 @@ class Lifecycle:
         self._install = install
         self._tasks: list[asyncio.Task[None]] = []
         self.budget: BudgetReport | None = None
+        interval = options.loop_lag_interval
+        self.loop_lag = LoopLagSampler(metrics.event_loop_lag, interval=interval) if interval is not None else None
 
     async def startup(self, app: Any = None) -> None:
         """Open pools, attach plugin sessions, check the budget and ping the databases (never raises)."""
@@ -92,11 +95,12 @@ class Lifecycle:
             if self.budget is None:
                 budget = await self._budget(unread_reason=f"not read within startup_timeout={timeout:g}s")
                 self._settle_budget(budget, reported=[s.server for s in budget.servers])
-        if self._options.health_interval is not None:
-            self._start(self._options.health_interval, self._refresh_health)
+        self._start_background()
 
     async def shutdown(self) -> None:
         """Stop the background work, close the pools this process opened, drop this worker's live gauges."""
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -113,6 +117,12 @@ class Lifecycle:
         release_worker()
 
     # -- background work --------------------------------------------------------------------------------
+
+    def _start_background(self) -> None:
+        if self._options.health_interval is not None:
+            self._start(self._options.health_interval, self._refresh_health)
+        if self.loop_lag is not None:
+            self.loop_lag.start()  # one timer per worker, never per request
 
     def _start(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` every ``interval`` seconds until shutdown; a failing step is logged at debug and retried."""

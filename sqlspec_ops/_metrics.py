@@ -26,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.openmetrics import exposition as openmetrics
 
 __all__ = (
+    "LOOP_LAG_BUCKETS",
     "OPERATION_BUCKETS",
     "POOL_LABEL",
     "POOL_TIME_BUCKETS",
@@ -48,6 +49,11 @@ OPERATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 POOL_TIME_BUCKETS = (
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
     0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+# Event-loop lag from "fine" (1 ms) to "the worker is stuck" (5 s), dense where a blocking call starts to hurt.
+LOOP_LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
 )  # fmt: skip
 
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, OpsMetrics]" = weakref.WeakKeyDictionary()
@@ -170,7 +176,7 @@ class OpsMetrics:
             "sqlspec_ops_event_loop_lag_seconds",
             "How late the event loop ran a sampling callback.",
             registry=registry,
-            buckets=POOL_TIME_BUCKETS,
+            buckets=LOOP_LAG_BUCKETS,
         )
         # The server's view is one server-wide fact that every worker reads: the latest reading wins, never a sum.
         self.server_connections = Gauge(

@@ -29,9 +29,11 @@ from sqlspec_ops._budget import BudgetReport
 from sqlspec_ops._databases import Database, discover
 from sqlspec_ops._health import HealthChecker, HealthReport
 from sqlspec_ops._lifecycle import Lifecycle
+from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import metrics_for, render
 from sqlspec_ops._middleware import PrefixShortcut, RequestIdMiddleware
 from sqlspec_ops._options import OpsOptions
+from sqlspec_ops._refusals import RefusingTraffic, TrafficRefusals
 from sqlspec_ops._report import pools_report
 from sqlspec_ops._requests import RequestTelemetry
 from sqlspec_ops._router import build_router, pool_exhausted
@@ -148,7 +150,9 @@ class SQLSpecOps:
             cache_ttl=health_cache_ttl,
             on_result=self._publish_health,
             unsupported=[(db.name, db.target.adapter) for db in self.databases if db.adapter is None],
+            ready_when_saturated=ready_when_saturated,
         )
+        self.refusals = TrafficRefusals()
         self.lifecycle = Lifecycle(
             spec=spec,
             options=self.options,
@@ -164,6 +168,7 @@ class SQLSpecOps:
             health=self.health,
             render_metrics=self.render_metrics,
             pools_report=self.pools_report,
+            refusals=self.refusals,
         )
 
     # -- what the options say (read by the CLI and by tests) --------------------------------------------
@@ -192,6 +197,25 @@ class SQLSpecOps:
     def budget(self) -> BudgetReport | None:
         """The connection-budget report of the last check (None before startup)."""
         return self.lifecycle.budget
+
+    def refusing_traffic(self, reason: str) -> RefusingTraffic:
+        """Make ``/ready`` answer 503 with ``reason`` while the block runs (``with`` or ``async with``).
+
+        For migrations, cache warm-ups or a manual drain: the orchestrator takes the instance out of rotation,
+        ``/live`` stays 200 so it is not restarted. Nested and concurrent blocks compose; each ends with its block,
+        also when the block raises.
+
+        Args:
+            reason: What ``/ready`` shows as ``output`` (say why and what is going on).
+
+        Returns:
+            A context manager usable with ``with`` and ``async with``.
+
+        Raises:
+            ValueError: If ``reason`` is empty.
+
+        """
+        return self.refusals.hold(reason)
 
     def pools(self) -> list[InstrumentedPool]:
         """Return the instrumented pools (supported configs only)."""
@@ -331,7 +355,7 @@ class SQLSpecOps:
     def _publish_health(self, report: HealthReport) -> None:
         gauge = self.metrics.database_up
         for check in report.checks:
-            gauge.labels(check.pool).set(1 if check.status == "pass" else 0)
+            gauge.labels(check.pool).set(0 if check.status == "fail" else 1)  # saturated ("warn") is up
 
     def render_metrics(self, accept: str | None) -> tuple[bytes, str]:
         """Publish every pool's state and render the exposition."""
@@ -341,4 +365,4 @@ class SQLSpecOps:
 
     def pools_report(self) -> dict[str, Any]:
         """Return the ``/ops/pools`` body."""
-        return pools_report(self.databases, self.lifecycle.budget)
+        return pools_report(self.databases, self.lifecycle.budget, loop_lag_ms=recent_max_ms())

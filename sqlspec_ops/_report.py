@@ -61,6 +61,8 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
             "hold_time_ms": percentiles(snap.holds),
         }
     )
+    if pool.adapter.counts_opening:
+        entry["opening"] = _opening(db, snap.idle + snap.used)
     server = db.target.server
     if server is None:
         entry["budget"] = {"verdict": "no server limit"}
@@ -69,11 +71,30 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def pools_report(databases: Sequence[Database], budget: BudgetReport | None) -> dict[str, Any]:
-    """Build the report for this worker."""
+def _opening(db: Database, ready_or_used: int) -> int:
+    """Count connections the driver has but neither ready nor handed out: being made, retried, checked or reset.
+
+    During an outage this is where a pool's connections are (used and idle both 0), so an operator sees a pool
+    trying to connect rather than an empty one.
+    """
+    pool = db.pool
+    if pool is None or pool.inner is None:
+        return 0
+    try:
+        counted = pool.adapter.counts(pool.inner).open
+    except Exception:
+        return 0
+    return max(0, counted - ready_or_used)
+
+
+def pools_report(
+    databases: Sequence[Database], budget: BudgetReport | None, *, loop_lag_ms: float | None = None
+) -> dict[str, Any]:
+    """Build the report for this worker (``loop_lag_ms``: its recent maximum event-loop lag, None when off)."""
     verdicts: dict[str, Any] = budget.verdicts() if budget is not None else {}
     body: dict[str, Any] = {
         "worker_pid": os.getpid(),
+        "event_loop_lag_ms": loop_lag_ms,
         "scope": "live state and percentiles are this worker's; /ops/metrics has all workers' totals",
         "pools": [_pool_entry(db, verdicts) for db in databases],
     }

@@ -2,8 +2,10 @@
 
 ``/live`` and ``/ready`` (alias ``/health``) stay open for orchestrator probes; ``/metrics``, ``/pools`` and
 the status page ``/`` require the token when one is configured, as a bearer token or (what a browser can
-send) as the password of HTTP Basic. Authorization is checked inline (not through ``HTTPException``) because
-``SQLSpecOps.instrument`` serves these routes ahead of the app's exception middleware.
+send) as the password of HTTP Basic. ``HEAD`` on ``/live``, ``/ready`` and ``/health`` answers the same status
+without a body (load balancers and uptime checkers use it). While ``refusing_traffic`` is held, ``/ready``
+answers 503 with its reasons at once, without pinging. Authorization is checked inline (not through
+``HTTPException``) because ``SQLSpecOps.instrument`` serves these routes ahead of the app's exception middleware.
 """
 
 import binascii
@@ -18,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from sqlspec_ops._health import HealthChecker
+from sqlspec_ops._refusals import TrafficRefusals
 from sqlspec_ops._status_page import render_status_page, service_name
 
 __all__ = ("HEALTH_JSON", "build_router", "pool_exhausted")
@@ -66,6 +69,7 @@ def build_router(  # noqa: C901 - counts the route closures
     render_metrics: Callable[[str | None], tuple[bytes, str]],
     pools_report: Callable[[], dict[str, Any]],
     service: str | None = None,
+    refusals: TrafficRefusals | None = None,
 ) -> APIRouter:
     """Build the ops router.
 
@@ -78,6 +82,7 @@ def build_router(  # noqa: C901 - counts the route closures
         pools_report: Builds the ``/ops/pools`` body.
         service: The service's name on the status page (default: ``OTEL_SERVICE_NAME``, else the app's title
             unless it is FastAPI's default, else ``sqlspec-ops``).
+        refusals: While it holds a reason, ``/ready`` answers 503 with it (``ops.refusing_traffic``).
 
     Returns:
         An ``APIRouter`` whose paths start with ``prefix``.
@@ -103,17 +108,29 @@ def build_router(  # noqa: C901 - counts the route closures
         response.headers.append("WWW-Authenticate", 'Basic realm="sqlspec-ops", charset="UTF-8"')
         return response
 
-    @router.get("/live", summary="Liveness: the process serves requests (never touches a database)")
-    async def live() -> Response:
-        return JSONResponse({"status": "pass"}, media_type=HEALTH_JSON, headers=_NO_STORE)
+    def health_response(request: Request, body: dict[str, Any], status: int) -> Response:
+        if request.method == "HEAD":
+            return Response(status_code=status, media_type=HEALTH_JSON, headers=_NO_STORE)
+        return JSONResponse(body, status_code=status, media_type=HEALTH_JSON, headers=_NO_STORE)
 
-    @router.get("/ready", summary="Readiness: every database answers SELECT 1 through its pool")
-    async def ready() -> Response:
+    @router.api_route(
+        "/live", methods=["GET", "HEAD"], summary="Liveness: the process serves requests (never touches a database)"
+    )
+    async def live(request: Request) -> Response:
+        return health_response(request, {"status": "pass"}, 200)
+
+    @router.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: every database answers SELECT 1")
+    async def ready(request: Request) -> Response:
+        reasons = refusals.reasons if refusals is not None else ()
+        if reasons:
+            # Taken out of rotation on purpose: answer at once; the last checks (if any) stay visible.
+            last = health.last
+            body = {"status": "fail", "output": "; ".join(reasons), "checks": last.as_json()["checks"] if last else {}}
+            return health_response(request, body, 503)
         report = await health.check()
-        status = 503 if report.status == "fail" else 200
-        return JSONResponse(report.as_json(), status_code=status, media_type=HEALTH_JSON, headers=_NO_STORE)
+        return health_response(request, report.as_json(), 503 if report.status == "fail" else 200)
 
-    router.add_api_route("/health", ready, methods=["GET"], summary="Alias of /ready")
+    router.add_api_route("/health", ready, methods=["GET", "HEAD"], summary="Alias of /ready")
 
     @router.get("/metrics", summary="Prometheus exposition (OpenMetrics when asked for)")
     async def metrics(request: Request) -> Response:

@@ -161,8 +161,9 @@ async def test_live_borrows_nothing_while_every_connection_is_busy(
     """With SQLSpecPlugin (a connection per request) and a full pool, live and metrics borrow none; ready answers."""
     spec = SQLSpec()
     config = spec.add_config(pg_config("asyncpg", pg.dsn, pg.conninfo(), min_size=2))
-    # no cached results: the startup ping's pass must not answer the probes below
-    ops = SQLSpecOps(spec, registry=registry, health_timeout=0.5, health_cache_ttl=0.0)
+    # no cached results: the startup ping's pass must not answer the probes below; a full pool fails readiness
+    # here (the saturation rule has its own tests in test_readiness.py)
+    ops = SQLSpecOps(spec, registry=registry, health_timeout=0.5, health_cache_ttl=0.0, ready_when_saturated=False)
     app = FastAPI()
     plugin = SQLSpecPlugin(spec, app)
     ops.instrument(app)

@@ -9,6 +9,7 @@ Targets are parsed from the config's ``connection_config`` because SQLSpec has n
 parsers return host, port and database only, never the user or the password.
 """
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,6 +115,12 @@ class Adapter:
     min_key: ClassVar[str] = "min_size"
     # The pool proxy class with this driver's borrow API (``acquire``/``release``, ``connection()``...).
     proxy_class: ClassVar[Any] = None
+    # Whether a readiness ping that waits on an empty pool tries one direct connection to name the cause: for
+    # drivers whose pool only times out (and retries in the background) instead of raising the connect error.
+    probes_connect: ClassVar[bool] = False
+    # Whether ``counts().open`` also counts connections the pool is still making (or retrying): then
+    # open - idle - handed out is shown as ``opening`` in /ops/pools.
+    counts_opening: ClassVar[bool] = False
 
     def describe(self, config: Any) -> PoolTarget:
         """Return the config's target."""
@@ -175,6 +182,23 @@ class Adapter:
     async def close_connection(self, connection: Any) -> None:
         """Close a standalone connection (the budget check opens one when no pool is open)."""
         await connection.close()
+
+    async def connect_failure(self, config: Any) -> str | None:
+        """Open one connection of the config's own (no pool slot) and close it; name why it failed (None: it worked).
+
+        Only the error's class is returned (see :meth:`connect_failure_name`), never its message.
+        """
+        try:
+            connection = await config.create_connection()
+        except Exception as exc:
+            return self.connect_failure_name(exc)
+        with contextlib.suppress(Exception):  # it connected, which is all this call asks
+            await self.close_connection(connection)
+        return None
+
+    def connect_failure_name(self, exc: BaseException) -> str:
+        """Name a failed connection attempt (drivers whose errors say little override this)."""
+        return failure_name(exc)
 
     def error_code(self, exc: BaseException) -> str | None:  # noqa: ARG002 - overridden per adapter
         """Return the database's own code for a driver error (SQLSTATE, MySQL error number...), if it has one."""

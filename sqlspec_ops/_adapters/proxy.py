@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
+from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import OpsMetrics, multiprocess_mode
 
 __all__ = ("AcquireReleasePool", "InstrumentedPool", "PoolAcquireTimeout", "PoolSnapshot")
@@ -96,6 +97,8 @@ class InstrumentedPool:
         self.recent_holds: deque[float] = deque(maxlen=_RECENT)
         # Connections handed out right now: key (id of the connection or its context) -> when it was borrowed.
         self._held: dict[int, float] = {}
+        # perf_counter() of the last connection that came back: readiness's evidence that a saturated pool moves.
+        self.last_release: float | None = None
         self._inner: Any = None
         self._open_lock: asyncio.Lock | None = None
         self._pending_gauge = metrics.pending_requests.labels(name)
@@ -263,7 +266,9 @@ class InstrumentedPool:
         """Record that the connection (or context) ``key`` came back."""
         borrowed = self._held.pop(key, None)
         if borrowed is not None:
-            held = perf_counter() - borrowed
+            now = perf_counter()
+            self.last_release = now
+            held = now - borrowed
             self._use.observe(held)
             self.recent_holds.append(held)
         if self._push:
@@ -280,10 +285,13 @@ class InstrumentedPool:
             self._pending_gauge.dec()
 
     def _timeout_error(self, waited: float) -> PoolAcquireTimeout:
+        lag = recent_max_ms()
+        # A blocked event loop makes every wait look long: say how late the loop has recently run.
+        lag_text = "" if lag is None else f", event-loop lag recently up to {lag:.0f} ms"
         return PoolAcquireTimeout(
             f"timed out after {waited:.3f}s waiting for a connection from pool {self.name!r} "
             f"({self.adapter.name}, max_size={self.sizes.max_size}, {len(self._held)} in use, "
-            f"{self.pending} other callers waiting). Raise max_size, hold connections for less time, "
+            f"{self.pending} other callers waiting{lag_text}). Raise max_size, hold connections for less time, "
             "or raise acquire_timeout."
         )
 

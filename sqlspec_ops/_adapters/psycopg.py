@@ -4,13 +4,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlspec_ops._adapters.base import PoolCounts
+from sqlspec_ops._adapters.base import PoolCounts, failure_name
 from sqlspec_ops._adapters.postgres import PostgresAdapter
 from sqlspec_ops._adapters.proxy import InstrumentedPool
 
 __all__ = ("PsycopgAdapter", "PsycopgPool")
 
 _CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
+
+# libpq reports a failed connection as text only (psycopg raises a bare OperationalError, no SQLSTATE), so the
+# cause is recognised from libpq's and the server's fixed wording and named by a class from this table: the text
+# itself (which holds the host, the user, sometimes more) never leaves this module. The names are psycopg's own
+# error classes for those SQLSTATEs, or Python's for socket-level failures. Unrecognised (or localised) text
+# falls back to the exception's class.
+_CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("password authentication failed",), "InvalidPassword"),  # 28P01
+    (("no pg_hba.conf entry",), "InvalidAuthorizationSpecification"),  # 28000
+    (("role", "does not exist"), "InvalidAuthorizationSpecification"),  # 28000
+    (("database", "does not exist"), "InvalidCatalogName"),  # 3D000
+    (("too many connections",), "TooManyConnections"),  # 53300
+    (("remaining connection slots are reserved",), "TooManyConnections"),  # 53300
+    (("the database system is",), "CannotConnectNow"),  # 57P03: starting up, shutting down, in recovery
+    (("connection refused",), "ConnectionRefusedError"),
+    (("timeout expired",), "TimeoutError"),
+    (("could not translate host name",), "gaierror"),
+    (("no route to host",), "OSError"),
+)
 
 
 class PsycopgPool(InstrumentedPool):
@@ -56,6 +75,9 @@ class PsycopgAdapter(PostgresAdapter):
     config_class = "sqlspec.adapters.psycopg.config.PsycopgAsyncConfig"
     default_min = 4
     proxy_class = PsycopgPool
+    # psycopg_pool retries failed connections in the background: a waiting caller sees only PoolTimeout.
+    probes_connect = True
+    counts_opening = True  # get_stats()["pool_size"] includes connections being made or retried
 
     def default_max_for(self, min_size: int) -> int:
         """SQLSpec passes ``max_size=None``, so psycopg_pool makes max equal to min."""
@@ -73,6 +95,20 @@ class PsycopgAdapter(PostgresAdapter):
     async def ping(self, connection: Any) -> None:
         """Run ``SELECT 1``."""
         await connection.execute("SELECT 1")
+
+    def connect_failure_name(self, exc: BaseException) -> str:
+        """Name what libpq's text says went wrong (``InvalidPassword``, ``ConnectionRefusedError``...) or the class."""
+        current: BaseException | None = exc
+        for _ in range(3):  # SQLSpec may wrap the driver's error
+            if current is None:
+                break
+            if type(current).__name__ == "OperationalError":
+                text = str(current).lower()
+                for needles, name in _CONNECT_CAUSES:
+                    if all(needle in text for needle in needles):
+                        return name
+            current = current.__cause__
+        return failure_name(exc)
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """psycopg_pool raises its own ``PoolTimeout``."""
