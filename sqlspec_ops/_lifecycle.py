@@ -94,6 +94,7 @@ class Lifecycle:
                 self._settle_budget(budget, reported=[s.server for s in budget.servers])
         if self._options.health_interval is not None:
             self._start(self._options.health_interval, self._refresh_health)
+        self._start_holder_work()
 
     async def shutdown(self) -> None:
         """Stop the background work, close the pools this process opened, drop this worker's live gauges."""
@@ -126,6 +127,22 @@ class Lifecycle:
                     logger.debug("background step %s failed", getattr(step, "__name__", step), exc_info=True)
 
         self._tasks.append(asyncio.get_running_loop().create_task(loop()))
+
+    def _start_holder_work(self) -> None:
+        """Start the leak sweep (one per worker, not one timer per acquire), see ``_holders``."""
+        threshold = self._options.leak_threshold
+        if threshold is not None:
+            if self._options.noisy_leak_threshold:
+                logger.warning(
+                    "leak_threshold=%gs is below 1 s: ordinary requests will be reported as leaked connections",
+                    threshold,
+                )
+            self._start(min(threshold / 2, 1.0), self._sweep_leaks)
+
+    async def _sweep_leaks(self) -> None:
+        for db in self._databases:
+            if db.pool is not None:
+                db.pool.sweep_leaks()
 
     async def _refresh_health(self) -> None:
         """Ping, so ``sqlspec_ops_database_up`` is current even when nothing probes; finish an unknown budget."""

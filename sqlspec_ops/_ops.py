@@ -267,7 +267,10 @@ class SQLSpecOps:
                         target=db.target,
                         metrics=self.metrics,
                         acquire_timeout=self.options.acquire_timeout,
+                        leak_threshold=self.options.leak_threshold,
                     )
+            if db.statements is not None:
+                db.statements.holders = db.pool.current_holder
             db.pool.reattach()  # adopts a driver pool the app already created; no I/O
 
     def _ops_app(self, title: str | None) -> FastAPI:

@@ -59,6 +59,8 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
             "acquire_timeout_s": pool.acquire_timeout,
             "acquire_wait_ms": percentiles(snap.waits),
             "hold_time_ms": percentiles(snap.holds),
+            "leak_threshold_s": pool.leak_threshold,
+            "holders": pool.holders(),
         }
     )
     server = db.target.server

@@ -23,12 +23,15 @@ _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
 class RequestTally:
     """How many statements the current request ran and how long they took in total."""
 
-    __slots__ = ("count", "seconds", "token")
+    __slots__ = ("count", "request_id", "scope", "seconds", "token")
 
-    def __init__(self) -> None:
+    def __init__(self, scope: Scope | None = None, request_id: str | None = None) -> None:
         self.count = 0
         self.seconds = 0.0
         self.token: Token[RequestTally | None] | None = None
+        # Kept for connection holders: the router writes the matched route into this scope dict later.
+        self.scope = scope
+        self.request_id = request_id
 
 
 _tally: ContextVar[RequestTally | None] = ContextVar("sqlspec_ops_request_tally", default=None)
@@ -57,11 +60,11 @@ class RequestTelemetry:
         """Say whether spans are recorded (known at startup only: the global tracer provider may be set late)."""
         self._tag_span = enabled
 
-    def on_start(self, scope: Scope, request_id: str) -> RequestTally:  # noqa: ARG002 - the hook signature
+    def on_start(self, scope: Scope, request_id: str) -> RequestTally:
         """Begin a request: a fresh tally becomes current."""
         if self._tag_span:
             tag_current_span(request_id)
-        tally = RequestTally()
+        tally = RequestTally(scope, request_id)
         tally.token = _tally.set(tally)
         return tally
 

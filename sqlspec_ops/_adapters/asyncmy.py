@@ -162,7 +162,7 @@ class AsyncmyPool(AcquireReleasePool):
         SQLSpec's asyncmy config calls ``close()`` without awaiting it, then ``await wait_closed()``.
         """
         pool, self._inner = self._inner, None
-        self._held.clear()
+        self._forget_holders()
         self.publish()
         self._closing = _Closing(self.adapter, pool)
         return self._closing
@@ -214,6 +214,10 @@ class AsyncmyAdapter(Adapter):
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
         """Return the first row as a list (tuple or dict cursors)."""
         return (await self._fetch(connection, sql, None, one=True))[0]
+
+    def transaction_state(self, connection: Any) -> bool | None:
+        """Read the server's ``SERVER_STATUS_IN_TRANS`` flag asyncmy keeps from the last reply."""
+        return bool(connection.get_transaction_status())
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """Count only the proxy's ``asyncio.timeout``: asyncmy has no acquire timeout of its own."""

@@ -32,6 +32,10 @@ class AsyncpgAdapter(PostgresAdapter):
         """Run ``SELECT 1``."""
         await connection.fetchval("SELECT 1")
 
+    def transaction_state(self, connection: Any) -> bool | None:
+        """Read the transaction status asyncpg tracks on the connection (``is_in_transaction()``)."""
+        return bool(connection.is_in_transaction())
+
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
         """Return the first row as a list (asyncpg has no cursors outside transactions)."""
         record = await connection.fetchrow(sql)

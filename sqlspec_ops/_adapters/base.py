@@ -180,6 +180,15 @@ class Adapter:
         """Return the database's own code for a driver error (SQLSTATE, MySQL error number...), if it has one."""
         return None
 
+    def transaction_state(self, connection: Any) -> bool | None:  # noqa: ARG002 - overridden per adapter
+        """Tell whether a borrowed connection has a transaction open, from the driver's own state (no I/O).
+
+        Returns:
+            None when the driver does not say.
+
+        """
+        return None
+
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """Tell whether the driver raised ``exc`` because no connection became free in time."""
         return isinstance(exc, TimeoutError)

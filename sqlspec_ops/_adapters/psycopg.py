@@ -11,6 +11,7 @@ from sqlspec_ops._pools import InstrumentedPool
 __all__ = ("PsycopgAdapter", "PsycopgPool")
 
 _CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
+_IN_TRANSACTION = frozenset({2, 3})  # psycopg.pq.TransactionStatus.INTRANS, INERROR (not imported: no driver import)
 
 
 class PsycopgPool(InstrumentedPool):
@@ -31,7 +32,7 @@ class PsycopgPool(InstrumentedPool):
             if timed_out is not None:
                 raise timed_out from exc
             raise
-        self._acquired(key, started)
+        self._acquired(key, started, connection)
         try:
             yield connection
         except BaseException as exc:
@@ -73,6 +74,10 @@ class PsycopgAdapter(PostgresAdapter):
     async def ping(self, connection: Any) -> None:
         """Run ``SELECT 1``."""
         await connection.execute("SELECT 1")
+
+    def transaction_state(self, connection: Any) -> bool | None:
+        """Read libpq's transaction status: ``INTRANS`` (2) or ``INERROR`` (3) mean a transaction is open."""
+        return int(connection.info.transaction_status) in _IN_TRANSACTION
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """psycopg_pool raises its own ``PoolTimeout``."""
