@@ -23,6 +23,7 @@ from sqlspec_ops._metrics import OpsMetrics, reap_dead_workers, release_worker
 from sqlspec_ops._options import OpsOptions
 from sqlspec_ops._plugin import attach_plugin_sessions
 from sqlspec_ops._requests import RequestTelemetry
+from sqlspec_ops._server_view import ServerSampler
 from sqlspec_ops._tracing import resolve_tracer
 
 __all__ = ("Lifecycle",)
@@ -129,7 +130,10 @@ class Lifecycle:
         self._tasks.append(asyncio.get_running_loop().create_task(loop()))
 
     def _start_holder_work(self) -> None:
-        """Start the leak sweep (one per worker, not one timer per acquire), see ``_holders``."""
+        """Start the leak sweep (one per worker, not one timer per acquire) and the server's-view sampler."""
+        if self._options.server_stats_interval is not None:
+            sampler = ServerSampler(self._databases, self._metrics, timeout=self._options.health_timeout)
+            self._start(self._options.server_stats_interval, sampler.sample)
         threshold = self._options.leak_threshold
         if threshold is not None:
             if self._options.noisy_leak_threshold:

@@ -103,6 +103,9 @@ class InstrumentedPool:
         self.recent_waits: deque[float] = deque(maxlen=_RECENT)
         self.recent_holds: deque[float] = deque(maxlen=_RECENT)
         self.leak_threshold = leak_threshold
+        # What the connections announce as application_name, and the server's last view of this app.
+        self.application_name: str | None = None
+        self.server_view: dict[str, Any] | None = None
         # Connections handed out right now: key (id of the connection or its context) -> who holds it.
         self._held: dict[int, Holder] = {}
         # The innermost connection of this pool the current context holds (the statement hooks read it).

@@ -63,6 +63,8 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
             "holders": pool.holders(),
         }
     )
+    if pool.server_view is not None:
+        entry["server"] = pool.server_view
     server = db.target.server
     if server is None:
         entry["budget"] = {"verdict": "no server limit"}

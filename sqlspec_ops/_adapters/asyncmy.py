@@ -17,7 +17,8 @@ Nothing here imports asyncmy: configs are recognised by class path, connections 
 """
 
 import asyncio
-from collections.abc import Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +215,18 @@ class AsyncmyAdapter(Adapter):
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
         """Return the first row as a list (tuple or dict cursors)."""
         return (await self._fetch(connection, sql, None, one=True))[0]
+
+    has_server_view = True
+
+    @asynccontextmanager
+    async def borrow(self, pool: Any, timeout: float) -> AsyncIterator[Any]:  # noqa: ASYNC109 - the acquire wait only
+        """Borrow from asyncmy's pool itself (not the proxy): asyncmy has no acquire timeout, so bound it here."""
+        async with asyncio.timeout(timeout):
+            connection = await pool.acquire()
+        try:
+            yield connection
+        finally:
+            await pool.release(connection)
 
     def transaction_state(self, connection: Any) -> bool | None:
         """Read the server's ``SERVER_STATUS_IN_TRANS`` flag asyncmy keeps from the last reply."""

@@ -1,9 +1,11 @@
 """asyncpg: ``Pool`` has public size getters; waiters and wait times need the proxy."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import PoolCounts
-from sqlspec_ops._adapters.postgres import PostgresAdapter
+from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
 from sqlspec_ops._pools import AcquireReleasePool
 
 __all__ = ("AsyncpgAdapter", "AsyncpgPool")
@@ -35,6 +37,38 @@ class AsyncpgAdapter(PostgresAdapter):
     def transaction_state(self, connection: Any) -> bool | None:
         """Read the transaction status asyncpg tracks on the connection (``is_in_transaction()``)."""
         return bool(connection.is_in_transaction())
+
+    def application_name(self, config: Any) -> str | None:
+        """Return ``server_settings["application_name"]``, else the one in the DSN."""
+        cc = config.connection_config or {}
+        settings = cc.get("server_settings") or {}
+        name = settings.get("application_name")
+        if name:
+            return str(name)
+        return dsn_application_name(cc.get("dsn") or cc.get("url") or cc.get("conninfo") or cc.get("connection_string"))
+
+    def apply_application_name(self, config: Any, name: str) -> str | None:
+        """Put ``application_name`` into ``server_settings`` (asyncpg sends them at connect) unless one is set."""
+        current = self.application_name(config)
+        if current:
+            return current
+        cc = config.connection_config
+        cc["server_settings"] = {**(cc.get("server_settings") or {}), "application_name": name}
+        return name
+
+    @asynccontextmanager
+    async def borrow(self, pool: Any, timeout: float) -> AsyncIterator[Any]:  # noqa: ASYNC109 - the acquire wait only
+        """Borrow from asyncpg's pool itself (not the proxy) within ``timeout``."""
+        connection = await pool.acquire(timeout=timeout)
+        try:
+            yield connection
+        finally:
+            await pool.release(connection)
+
+    async def fetch_one(self, connection: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """Return the first row as a list."""
+        record = await connection.fetchrow(sql, *args)
+        return list(record.values()) if record is not None else []
 
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
         """Return the first row as a list (asyncpg has no cursors outside transactions)."""

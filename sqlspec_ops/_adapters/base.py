@@ -189,6 +189,32 @@ class Adapter:
         """
         return None
 
+    # Whether ``server_view`` is implemented: the sampler asks the server about its clients only then.
+    has_server_view: ClassVar[bool] = False
+
+    def application_name(self, config: Any) -> str | None:  # noqa: ARG002 - overridden per adapter
+        """Return the ``application_name`` the config's connections announce (None: the driver has none)."""
+        return None
+
+    def apply_application_name(self, config: Any, name: str) -> str | None:  # noqa: ARG002 - overridden
+        """Make the config's connections announce ``name`` unless the config names them already (no I/O).
+
+        Returns:
+            The name the connections will announce (the config's own wins), None when the driver has none.
+
+        """
+        return None
+
+    def borrow(self, pool: Any, timeout: float) -> Any:
+        """Return an async context manager borrowing one connection from the driver's own pool within ``timeout``."""
+        msg = f"sqlspec-ops cannot borrow from {self.name} pools directly"
+        raise NotImplementedError(msg)
+
+    async def server_view(self, connection: Any, application_name: str | None) -> dict[str, Any]:
+        """Return what the server sees of this app and of other clients (see ``SPEC.md``, the server's view)."""
+        msg = f"sqlspec-ops cannot read the server's view from {self.name} servers"
+        raise NotImplementedError(msg)
+
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """Tell whether the driver raised ``exc`` because no connection became free in time."""
         return isinstance(exc, TimeoutError)

@@ -1,0 +1,116 @@
+"""The database's own view of this app: one bounded query per server, every ``server_stats_interval`` seconds.
+
+One sampler per worker. Per database server it borrows one connection from the driver's pool itself (never
+through the proxy, so the sample is no holder and no acquire in the pool metrics), only when the pool has an
+idle connection ready, within a short timeout: a request never waits for it and no connection is opened for it.
+The query is bounded by the same timeout. What it sees is kept on each pool of that server (``/ops/pools``
+``server``) and set on the ``sqlspec_ops_server_*`` gauges, whose multiprocess mode takes the latest reading
+instead of summing the workers' (every worker reads the same server-wide fact).
+
+``application_name`` (the option; else ``OTEL_SERVICE_NAME``; else the app's title unless it is FastAPI's
+default; else ``sqlspec-ops``) is put on the configs' connections before their pools open; a name the config
+already sets wins, and that is the name "this app" is counted by.
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sqlspec_ops._adapters.base import failure_name
+from sqlspec_ops._databases import Database
+from sqlspec_ops._metrics import OpsMetrics
+
+__all__ = ("DEFAULT_APPLICATION_NAME", "ServerSampler", "default_application_name")
+
+logger = logging.getLogger("sqlspec_ops.pools")
+
+DEFAULT_APPLICATION_NAME = "sqlspec-ops"
+_FASTAPI_DEFAULT_TITLE = "FastAPI"
+_MAX_NAME_BYTES = 63  # PostgreSQL truncates application_name to NAMEDATALEN - 1
+_SAMPLE_TIMEOUT = 1.0
+
+
+def default_application_name(option: str | None, title: str | None) -> str:
+    """Return the ``application_name`` connections announce when the config sets none.
+
+    Args:
+        option: The ``application_name`` option (validated).
+        title: The app's title, if known.
+
+    Returns:
+        The option, else ``OTEL_SERVICE_NAME``, else the title unless FastAPI's default, else ``sqlspec-ops``,
+        cut to printable ASCII within 63 bytes.
+
+    """
+    for candidate in (option, os.environ.get("OTEL_SERVICE_NAME"), title):
+        if candidate and candidate != _FASTAPI_DEFAULT_TITLE:
+            text = "".join(c if " " <= c <= "~" else "?" for c in candidate)[:_MAX_NAME_BYTES].strip()
+            if text:
+                return text
+    return DEFAULT_APPLICATION_NAME
+
+
+class ServerSampler:
+    """Reads each server's view of this app and publishes it."""
+
+    def __init__(self, databases: Sequence[Database], metrics: OpsMetrics, *, timeout: float) -> None:
+        """Keep what to sample (no I/O).
+
+        Args:
+            databases: Every config.
+            metrics: The gauges to set.
+            timeout: Seconds the borrow and the query may take together, per server.
+
+        """
+        self._databases = databases
+        self._metrics = metrics
+        self._timeout = min(timeout, _SAMPLE_TIMEOUT)
+        self._states: dict[str, set[str]] = {}
+
+    def servers(self) -> dict[str, list[Database]]:
+        """Return server -> its databases whose adapter can read the server's view."""
+        found: dict[str, list[Database]] = {}
+        for db in self._databases:
+            server = db.target.server
+            if db.adapter is None or not db.adapter.has_server_view or db.pool is None or server is None:
+                continue
+            found.setdefault(server, []).append(db)
+        return found
+
+    async def sample(self) -> None:
+        """Read every server once (bounded) and publish what each saw."""
+        await asyncio.gather(*(self._sample_one(server, dbs) for server, dbs in self.servers().items()))
+
+    async def _sample_one(self, server: str, dbs: list[Database]) -> None:
+        source = next((db for db in dbs if db.pool is not None and db.pool.is_open and db.pool.idle() > 0), None)
+        if source is None or source.pool is None or source.adapter is None:
+            return  # every connection is busy (or none is open): never make a request wait for a sample
+        pool, adapter = source.pool, source.adapter
+        try:
+            async with asyncio.timeout(self._timeout), adapter.borrow(pool.inner, self._timeout) as connection:
+                view = await adapter.server_view(connection, pool.application_name)
+        except Exception as exc:  # a busy or failing server: say so, never its message (it can name users)
+            logger.debug("reading the server view of %s failed (%s)", server, failure_name(exc))
+            view = {"error": f"the server's view could not be read ({failure_name(exc)})"}
+        for db in dbs:
+            if db.pool is not None:
+                db.pool.server_view = view
+                self._publish(db.name, view)
+
+    def _publish(self, pool: str, view: dict[str, Any]) -> None:
+        if "this_app" not in view:
+            return
+        metrics = self._metrics
+        states = dict(view["this_app"])
+        seen = self._states.setdefault(pool, set())
+        for gone in seen - set(states):  # a state that emptied reads 0, not its last count
+            states[gone] = 0
+        seen.update(states)
+        for state, count in states.items():
+            metrics.server_connections.labels(pool, state).set(count)
+        metrics.server_other_connections.labels(pool).set(view["other_clients"])
+        oldest = view.get("oldest_transaction_s")
+        metrics.server_oldest_transaction.labels(pool).set(oldest or 0)
+        metrics.server_lock_waits.labels(pool).set(view["waiting_on_lock"])
