@@ -1,8 +1,9 @@
 """The database's own view of this app: one bounded query per server, every ``server_stats_interval`` seconds.
 
 One sampler per worker. Per database server it borrows one connection from the driver's pool itself (never
-through the proxy, so the sample is no holder and no acquire in the pool metrics), only when the pool has an
-idle connection ready, within a short timeout: a request never waits for it and no connection is opened for it.
+through the proxy, so the sample is no holder and no acquire in the pool metrics) when the pool has an idle
+connection ready, within a short timeout; when every connection is out (a saturated pool, exactly when the view
+matters) it opens a standalone connection for the one query instead, so a request never waits for a sample.
 The query is bounded by the same timeout. What it sees is kept on each pool of that server (``/ops/pools``
 ``server``) and set on the ``sqlspec_ops_server_*`` gauges, whose multiprocess mode takes the latest reading
 instead of summing the workers' (every worker reads the same server-wide fact).
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlspec_ops._adapters.base import failure_name
+from sqlspec_ops._budget import standalone_connection
 from sqlspec_ops._databases import Database
 from sqlspec_ops._metrics import OpsMetrics
 
@@ -84,13 +86,13 @@ class ServerSampler:
         await asyncio.gather(*(self._sample_one(server, dbs) for server, dbs in self.servers().items()))
 
     async def _sample_one(self, server: str, dbs: list[Database]) -> None:
-        source = next((db for db in dbs if db.pool is not None and db.pool.is_open and db.pool.idle() > 0), None)
-        if source is None or source.pool is None or source.adapter is None:
-            return  # every connection is busy (or none is open): never make a request wait for a sample
-        pool, adapter = source.pool, source.adapter
+        ready = [db for db in dbs if db.pool is not None and db.pool.is_open]
+        if not ready:
+            return  # nothing open yet: readiness reports an unreachable server
+        source = next((db for db in ready if db.pool is not None and db.pool.idle() > 0), None)
         try:
-            async with asyncio.timeout(self._timeout), adapter.borrow(pool.inner, self._timeout) as connection:
-                view = await adapter.server_view(connection, pool.application_name)
+            async with asyncio.timeout(self._timeout):
+                view = await self._read(source or ready[0], pooled=source is not None)
         except Exception as exc:  # a busy or failing server: say so, never its message (it can name users)
             logger.debug("reading the server view of %s failed (%s)", server, failure_name(exc))
             view = {"error": f"the server's view could not be read ({failure_name(exc)})"}
@@ -98,6 +100,18 @@ class ServerSampler:
             if db.pool is not None:
                 db.pool.server_view = view
                 self._publish(db.name, view)
+
+    async def _read(self, db: Database, *, pooled: bool) -> dict[str, Any]:
+        """Read the view over an idle pool connection, else (all busy) over a standalone one: no request waits."""
+        pool, adapter = db.pool, db.adapter
+        if pool is None or adapter is None:
+            msg = "sampled a database without a pool"
+            raise RuntimeError(msg)
+        if pooled:
+            async with adapter.borrow(pool.inner, self._timeout) as connection:
+                return await adapter.server_view(connection, pool.application_name)
+        async with standalone_connection(db) as connection:
+            return await adapter.server_view(connection, pool.application_name, pooled=False)
 
     def _publish(self, pool: str, view: dict[str, Any]) -> None:
         if "this_app" not in view:

@@ -287,7 +287,7 @@ class AsyncmyAdapter(Adapter):
             version=str(version),
         )
 
-    async def server_view(self, connection: Any, user: str | None = None) -> dict[str, Any]:
+    async def server_view(self, connection: Any, user: str | None = None, *, pooled: bool = True) -> dict[str, Any]:  # noqa: ARG002 - counted alike
         """Return what the server sees: this app's connections by state, other clients, open transactions.
 
         MySQL has no ``application_name``, and the ``program_name`` connection attribute asyncmy can send is
@@ -301,6 +301,7 @@ class AsyncmyAdapter(Adapter):
         Args:
             connection: A borrowed asyncmy connection.
             user: The app's MySQL user name; None takes the connection's own.
+            pooled: Unused: the connection running the query is counted as active either way.
 
         Returns:
             ``{"this_app": {state: n}, "other_clients": n, "idle_in_transaction": n (all accounts),

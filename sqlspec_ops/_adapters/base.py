@@ -210,7 +210,13 @@ class Adapter:
         msg = f"sqlspec-ops cannot borrow from {self.name} pools directly"
         raise NotImplementedError(msg)
 
-    async def server_view(self, connection: Any, application_name: str | None) -> dict[str, Any]:
+    async def server_view(
+        self,
+        connection: Any,
+        application_name: str | None,
+        *,
+        pooled: bool = True,
+    ) -> dict[str, Any]:
         """Return what the server sees of this app and of other clients (see ``SPEC.md``, the server's view)."""
         msg = f"sqlspec-ops cannot read the server's view from {self.name} servers"
         raise NotImplementedError(msg)

@@ -24,7 +24,7 @@ WITH a AS (
 SELECT (SELECT coalesce(json_object_agg(s, n), '{{}}')::text
           FROM (SELECT coalesce(state, 'unknown') AS s, count(*) AS n FROM a WHERE mine GROUP BY 1) t),
        (count(*) FILTER (WHERE NOT mine))::int,
-       (count(*) FILTER (WHERE mine AND state LIKE 'idle in transaction%'))::int,
+       (count(*) FILTER (WHERE mine AND state IN ('idle in transaction', 'idle in transaction (aborted)')))::int,
        (extract(epoch FROM max(now() - xact_start) FILTER (WHERE mine)))::float8,
        (count(*) FILTER (WHERE mine AND lock_wait))::int,
        (count(DISTINCT addr) FILTER (WHERE mine))::int,
@@ -81,17 +81,21 @@ class PostgresAdapter(Adapter):
         """Run a parametrised query and return its first row (driver-specific)."""
         raise NotImplementedError
 
-    async def server_view(self, connection: Any, application_name: str | None) -> dict[str, Any]:
+    async def server_view(
+        self, connection: Any, application_name: str | None, *, pooled: bool = True
+    ) -> dict[str, Any]:
         """Return this app's backends by state, other clients', idle in transaction, oldest transaction, lock waits.
 
         "This app" is every backend announcing the same ``application_name`` (every worker and replica).
-        ``fleet`` is what the server sees of it: backends and distinct client addresses.
+        ``fleet`` is what the server sees of it: backends and distinct client addresses. The connection running
+        the query is not counted, except as one idle connection of this app when it is a ``pooled`` one.
         """
         sql = _VIEW_SQL.format(p=self.placeholder)
         row = await self.fetch_one(connection, sql, (application_name,))
         states_text, other, idle_tx, oldest, waiting, addresses, privileged = row
         this_app: dict[str, int] = {str(k): int(v) for k, v in json.loads(states_text).items()}
-        this_app["idle"] = this_app.get("idle", 0) + 1  # the sampler's own connection (see _VIEW_SQL)
+        if pooled:  # the sampler's own pool connection, idle but for this query (see _VIEW_SQL)
+            this_app["idle"] = this_app.get("idle", 0) + 1
         view: dict[str, Any] = {
             "application_name": application_name,
             "this_app": this_app,
