@@ -132,7 +132,9 @@ class Lifecycle:
     def _start_holder_work(self) -> None:
         """Start the leak sweep (one per worker, not one timer per acquire) and the server's-view sampler."""
         if self._options.server_stats_interval is not None:
-            sampler = ServerSampler(self._databases, self._metrics, timeout=self._options.health_timeout)
+            sampler = ServerSampler(
+                self._databases, self._metrics, timeout=self._options.health_timeout, replicas=self._options.replicas
+            )
             self._start(self._options.server_stats_interval, sampler.sample)
         threshold = self._options.leak_threshold
         if threshold is not None:

@@ -57,19 +57,24 @@ def default_application_name(option: str | None, title: str | None) -> str:
 class ServerSampler:
     """Reads each server's view of this app and publishes it."""
 
-    def __init__(self, databases: Sequence[Database], metrics: OpsMetrics, *, timeout: float) -> None:
+    def __init__(
+        self, databases: Sequence[Database], metrics: OpsMetrics, *, timeout: float, replicas: int = 1
+    ) -> None:
         """Keep what to sample (no I/O).
 
         Args:
             databases: Every config.
             metrics: The gauges to set.
             timeout: Seconds the borrow and the query may take together, per server.
+            replicas: The ``replicas`` option, compared once with the client addresses the server sees.
 
         """
         self._databases = databases
         self._metrics = metrics
         self._timeout = min(timeout, _SAMPLE_TIMEOUT)
+        self._replicas = replicas
         self._states: dict[str, set[str]] = {}
+        self._fleet_warned: set[str] = set()
 
     def servers(self) -> dict[str, list[Database]]:
         """Return server -> its databases whose adapter can read the server's view."""
@@ -100,6 +105,35 @@ class ServerSampler:
             if db.pool is not None:
                 db.pool.server_view = view
                 self._publish(db.name, view)
+        self._check_fleet(server, view)
+
+    def _check_fleet(self, server: str, view: dict[str, Any]) -> None:
+        """Warn once per server when more hosts connect with this application_name than ``replicas`` says."""
+        fleet = view.get("fleet")
+        if not isinstance(fleet, dict) or server in self._fleet_warned:
+            return
+        hosts = int(fleet.get("client_addresses") or 0)
+        if hosts <= self._replicas:
+            return
+        self._fleet_warned.add(server)
+        logger.warning(
+            "the server %s sees %d client addresses with application_name %r (%d backends) but replicas=%d: "
+            "the connection budget assumes %d replica(s); set replicas to the real count",
+            server,
+            hosts,
+            view.get("application_name"),
+            fleet.get("backends"),
+            self._replicas,
+            self._replicas,
+            extra={
+                "extra_fields": {
+                    "server": server,
+                    "client_addresses": hosts,
+                    "backends": fleet.get("backends"),
+                    "replicas": self._replicas,
+                }
+            },
+        )
 
     async def _read(self, db: Database, *, pooled: bool) -> dict[str, Any]:
         """Read the view over an idle pool connection, else (all busy) over a standalone one: no request waits."""

@@ -6,6 +6,7 @@ Each test names its connections with a fresh ``application_name`` and compares w
 """
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -244,3 +245,68 @@ async def test_application_name_defaults_and_the_config_wins(
         }
     assert service in names
     assert own in names
+
+
+async def test_budget_subtracts_other_clients_seen_at_startup(
+    pg20: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """Three connections of another application at startup lower the budget by three, and the verdict says so."""
+    others = [await asyncpg.connect(pg20.dsn, server_settings={"application_name": "batch-job"}) for _ in range(3)]
+    try:
+        spec, _ = make_spec("asyncpg", pg20.dsn, pg20.conninfo())
+        app = FastAPI()
+        SQLSpecOps(spec, registry=registry, server_stats_interval=None).instrument(app)
+        async with serving(app) as client:
+            verdict = (await client.get("/ops/pools")).json()["pools"][0]["budget"]
+    finally:
+        for connection in others:
+            await connection.close()
+    assert verdict["budget"] == 20 - 3 - 3  # max_connections - superuser_reserved_connections - other clients
+    assert "other clients' connections 3" in verdict["budget_from"]
+
+
+async def test_budget_without_other_clients_is_the_whole_server(
+    pg20: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """Negative control: with no other client connected, nothing is subtracted beyond the reserved slots."""
+    spec, _ = make_spec("asyncpg", pg20.dsn, pg20.conninfo())
+    app = FastAPI()
+    SQLSpecOps(spec, registry=registry, server_stats_interval=None).instrument(app)
+    async with serving(app) as client:
+        verdict = (await client.get("/ops/pools")).json()["pools"][0]["budget"]
+    assert verdict["budget"] == 20 - 3
+    assert "other clients" not in verdict["budget_from"]
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_fleet_seen_by_the_server_is_compared_with_replicas_once(
+    replicas: int, pg: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second host with this application_name warns once when replicas=1, and not at all when replicas=2."""
+    caplog.set_level(logging.WARNING, logger="sqlspec_ops.pools")
+    name = f"fleet-{uuid.uuid4().hex[:8]}"
+    spec, _ = make_spec("asyncpg", pg.dsn, pg.conninfo())
+    app = FastAPI()
+    ops = SQLSpecOps(spec, registry=registry, application_name=name, server_stats_interval=INTERVAL, replicas=replicas)
+    ops.instrument(app)
+    # "Another replica": the same application_name from another client address (the Unix socket shows as local).
+    replica = await asyncpg.connect(
+        host=str(pg.sockets),
+        port=pg.port,
+        user="postgres",
+        database="appdb",
+        server_settings={"application_name": name},
+    )
+    try:
+        async with serving(app) as client:
+
+            async def two_hosts() -> bool:
+                fleet = (await server_of(client)).get("fleet") or {}
+                return bool(fleet.get("client_addresses") == 2)
+
+            await eventually(two_hosts, timeout=5, what="two client addresses")
+            await asyncio.sleep(3 * INTERVAL)  # more samples: still one warning at most
+    finally:
+        await replica.close()
+    warnings = [r for r in caplog.records if r.name == "sqlspec_ops.pools" and "client addresses" in r.getMessage()]
+    assert len(warnings) == (1 if replicas == 1 else 0)

@@ -98,6 +98,8 @@ class ServerRead:
     database_limit: int | None = None
     note: str | None = None
     """Anything the budget's explanation must add (how a server's own reserve is counted)."""
+    other_clients: int | None = None
+    """Connections of other clients the server showed (not this app's ``application_name``); None: not known."""
 
 
 class Adapter:

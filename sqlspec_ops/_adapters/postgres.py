@@ -58,7 +58,12 @@ SELECT current_setting('max_connections'),
        current_user::text,
        (SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = current_user)::text,
        current_database()::text,
-       (SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = current_database())::text
+       (SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = current_database())::text,
+       CASE WHEN current_setting('application_name') <> '' THEN
+         (SELECT count(*) FROM pg_catalog.pg_stat_activity
+           WHERE backend_type = 'client backend'
+             AND application_name IS DISTINCT FROM current_setting('application_name'))::text
+       END
 """
 
 
@@ -111,7 +116,8 @@ class PostgresAdapter(Adapter):
 
     async def read_limits(self, connection: Any) -> ServerRead:
         """Read ``max_connections``, the reserved slots and the role's and database's connection limits."""
-        mc, su, reserved, role, role_limit, database, database_limit = await self.fetch_row(connection, _LIMITS_SQL)
+        row = await self.fetch_row(connection, _LIMITS_SQL)
+        mc, su, reserved, role, role_limit, database, database_limit, others = row
         slots = [("superuser_reserved_connections", int(su))]
         if reserved not in (None, ""):  # PostgreSQL 16+
             slots.append(("reserved_connections", int(reserved)))
@@ -122,6 +128,7 @@ class PostgresAdapter(Adapter):
             role_limit=_limit(role_limit),
             database=str(database),
             database_limit=_limit(database_limit),
+            other_clients=int(others) if others not in (None, "") else None,
         )
 
     def error_code(self, exc: BaseException) -> str | None:
