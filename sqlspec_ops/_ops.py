@@ -278,6 +278,7 @@ class SQLSpecOps:
                 db.statements.holders = db.pool.current_holder
             if not db.pool.is_open and db.config.connection_instance in (None, db.pool):
                 db.pool.application_name = adapter.apply_application_name(db.config, application_name)
+                adapter.time_connects(db.config, self.metrics.connection_create_time.labels(db.name).observe)
             elif db.pool.application_name is None:
                 db.pool.application_name = adapter.application_name(db.config)
             db.pool.reattach()  # adopts a driver pool the app already created; no I/O

@@ -280,3 +280,46 @@ async def test_statement_cancelled_by_timeout_is_counted_and_its_span_fails(
     assert span.attributes["error.type"] == "CancelledError"
     assert span.status.status_code.name == "ERROR"
     assert span.end_time is not None
+
+
+async def test_asyncpg_connection_create_time_through_the_connect_hook(
+    pg: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """Each connection asyncpg opens is timed through create_pool(connect=...); the config's own hook still runs."""
+    import asyncpg  # noqa: PLC0415 - the driver under test
+
+    calls: list[float] = []
+
+    async def own_connect(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1.0)
+        return await asyncpg.connect(*args, **kwargs)
+
+    spec = SQLSpec()
+    config = spec.add_config(
+        AsyncpgConfig(
+            connection_config={"dsn": pg.dsn, "min_size": 3, "max_size": 3, "connect": own_connect}, bind_key=POOL
+        )
+    )
+    app = FastAPI()
+    SQLSpecOps(spec, registry=registry).instrument(app)
+    async with serving(app):
+        assert config.connection_instance is not None
+    assert len(calls) == 3
+    assert sample(registry, "db_client_connection_create_time_seconds_count") == 3
+    assert (sample(registry, "db_client_connection_create_time_seconds_sum") or 0) > 0
+
+
+async def test_leak_threshold_is_validated_and_a_short_one_warns(
+    pg: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """leak_threshold must be positive; below one second the app starts with a warning about false positives."""
+    spec, _ = make_spec("asyncpg", pg)
+    for bad in (0, -1, "1"):
+        with pytest.raises(ValueError, match="leak_threshold"):
+            SQLSpecOps(spec, registry=registry, leak_threshold=bad)  # type: ignore[arg-type]
+    caplog.set_level(logging.WARNING, logger="sqlspec_ops")
+    app = FastAPI()
+    SQLSpecOps(spec, registry=registry, leak_threshold=0.5).instrument(app)
+    async with serving(app):
+        pass
+    assert any("below 1 s" in r.getMessage() for r in caplog.records if r.name == "sqlspec_ops")

@@ -1,7 +1,8 @@
 """asyncpg: ``Pool`` has public size getters; waiters and wait times need the proxy."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from time import perf_counter
 from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import PoolCounts
@@ -56,6 +57,15 @@ class AsyncpgAdapter(PostgresAdapter):
         cc["server_settings"] = {**(cc.get("server_settings") or {}), "application_name": name}
         return name
 
+    def time_connects(self, config: Any, observe: Callable[[float], None]) -> bool:
+        """Time each connect through asyncpg's ``create_pool(connect=...)`` hook (the config's own one is kept)."""
+        cc = config.connection_config
+        current = cc.get("connect")
+        if getattr(current, "sqlspec_ops_timed", False):
+            return True
+        cc["connect"] = _timed_connect(current, observe)
+        return True
+
     @asynccontextmanager
     async def borrow(self, pool: Any, timeout: float) -> AsyncIterator[Any]:  # noqa: ASYNC109 - the acquire wait only
         """Borrow from asyncpg's pool itself (not the proxy) within ``timeout``."""
@@ -74,3 +84,24 @@ class AsyncpgAdapter(PostgresAdapter):
         """Return the first row as a list (asyncpg has no cursors outside transactions)."""
         record = await connection.fetchrow(sql)
         return list(record.values()) if record is not None else []
+
+
+def _timed_connect(
+    connect: Callable[..., Awaitable[Any]] | None, observe: Callable[[float], None]
+) -> Callable[..., Awaitable[Any]]:
+    """Wrap the pool's connect callable (asyncpg's own ``connect`` by default) to observe its duration."""
+
+    async def timed_connect(*args: Any, **kwargs: Any) -> Any:
+        if connect is None:
+            from asyncpg import connect as default  # noqa: PLC0415 - asyncpg is imported only once it is used
+
+            target: Callable[..., Awaitable[Any]] = default
+        else:
+            target = connect
+        started = perf_counter()
+        connection = await target(*args, **kwargs)
+        observe(perf_counter() - started)  # successful connects only: failures have no creation time
+        return connection
+
+    timed_connect.sqlspec_ops_timed = True  # type: ignore[attr-defined]
+    return timed_connect

@@ -10,7 +10,7 @@ parsers return host, port and database only, never the user or the password.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -206,6 +206,19 @@ class Adapter:
 
         """
         return None
+
+    def time_connects(self, config: Any, observe: Callable[[float], None]) -> bool:  # noqa: ARG002 - overridden
+        """Have the driver's pool report how long each new connection took to open, through its own hooks.
+
+        Args:
+            config: The SQLSpec config (changed before its pool opens; no I/O).
+            observe: Called with the seconds each connect took.
+
+        Returns:
+            Whether the driver offers such a hook (False: ``db_client_connection_create_time_seconds`` stays empty).
+
+        """
+        return False
 
     def borrow(self, pool: Any, timeout: float) -> Any:
         """Return an async context manager borrowing one connection from the driver's own pool within ``timeout``."""
