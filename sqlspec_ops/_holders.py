@@ -127,7 +127,10 @@ class Holder:
         self.released = False
         self.task_name: str | None = None
         if tally is None:
-            task = asyncio.current_task()
+            try:
+                task = asyncio.current_task()
+            except RuntimeError:  # no event loop running (a pool borrowed from outside asyncio)
+                task = None
             if task is not None:
                 self.task_name = task.get_name()
 
