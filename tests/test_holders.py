@@ -6,15 +6,16 @@ database proves the same thing). Durations are only compared with what the test 
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlspec import SQLSpec
 from sqlspec.adapters.aiosqlite import AiosqliteConfig
 from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec.adapters.psycopg import PsycopgAsyncConfig
+from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
 from tests.support.asgi import serving
@@ -323,3 +324,63 @@ async def test_leak_threshold_is_validated_and_a_short_one_warns(
     async with serving(app):
         pass
     assert any("below 1 s" in r.getMessage() for r in caplog.records if r.name == "sqlspec_ops")
+
+
+@pytest.mark.parametrize("adapter", ["asyncpg", "psycopg"])
+async def test_fastapi_plugin_session_counts_statements_into_its_holder(
+    adapter: str, pg: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """Statements run through SQLSpec's FastAPI plugin dependency are counted into that request's holder."""
+    spec, _config = make_spec(adapter, pg)
+    app = FastAPI()
+    plugin = SQLSpecPlugin(spec, app)
+    seen: list[dict[str, Any]] = []
+
+    @app.get("/plugin/{n}")
+    async def plugin_route(n: int, db: Annotated[Any, Depends(plugin.provide_session())]) -> int:
+        for _ in range(n):
+            await db.select_value("SELECT 1")
+        seen.extend(app.state.sqlspec_ops.pools()[0].holders())
+        return n
+
+    SQLSpecOps(spec, registry=registry).instrument(app)
+    async with serving(app) as client:
+        assert (await client.get("/plugin/3", headers={"X-Request-ID": "plugin-req"})).json() == 3
+    (holder,) = seen
+    assert holder["route"] == "/plugin/{n}"
+    assert holder["request_id"] == "plugin-req"
+    assert holder["statements"] == 3
+    assert holder["db_time_ms"] > 0
+
+
+async def test_two_pools_in_one_task_keep_their_own_holders(
+    pg: PostgresServer, registry: CollectorRegistry, tmp_path: Any
+) -> None:
+    """One task holding an asyncpg and an aiosqlite connection: each statement is counted on its own pool's holder."""
+    spec, pg_config = make_spec("asyncpg", pg)
+    lite = spec.add_config(
+        AiosqliteConfig(connection_config={"database": str(tmp_path / "two.sqlite"), "pool_size": 1}, bind_key="lite")
+    )
+    app = FastAPI()
+    seen: dict[str, list[dict[str, Any]]] = {}
+
+    @app.get("/both")
+    async def both() -> None:
+        async with spec.provide_session(pg_config) as main, spec.provide_session(lite) as side:
+            await main.select_value("SELECT 1")
+            await side.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+            await side.begin()
+            await side.execute("INSERT INTO t VALUES (1)")
+            await side.execute("INSERT INTO t VALUES (2)")
+            for pool in app.state.sqlspec_ops.pools():
+                seen[pool.name] = pool.holders()
+            await side.rollback()
+
+    SQLSpecOps(spec, registry=registry).instrument(app)
+    async with serving(app) as client:
+        assert (await client.get("/both")).status_code == 200
+    ((main_holder,), (lite_holder,)) = seen[POOL], seen["lite"]
+    assert main_holder["statements"] == 1
+    assert main_holder["state"] == "idle"
+    assert lite_holder["statements"] >= 3  # the CREATE, two INSERTs (and the BEGIN, if SQLSpec sends it as one)
+    assert lite_holder["state"] == "idle in transaction"  # sqlite3's in_transaction
