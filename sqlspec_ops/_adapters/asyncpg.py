@@ -1,5 +1,6 @@
 """asyncpg: ``Pool`` has public size getters; waiters and wait times need the proxy."""
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import perf_counter
@@ -63,7 +64,7 @@ class AsyncpgAdapter(PostgresAdapter):
         current = cc.get("connect")
         if getattr(current, "sqlspec_ops_timed", False):
             return True
-        cc["connect"] = _timed_connect(current, observe)
+        cc["connect"] = _timed_connect(config, current, observe)
         return True
 
     @asynccontextmanager
@@ -87,17 +88,25 @@ class AsyncpgAdapter(PostgresAdapter):
 
 
 def _timed_connect(
-    connect: Callable[..., Awaitable[Any]] | None, observe: Callable[[float], None]
+    config: Any, connect: Callable[..., Awaitable[Any]] | None, observe: Callable[[float], None]
 ) -> Callable[..., Awaitable[Any]]:
-    """Wrap the pool's connect callable (asyncpg's own ``connect`` by default) to observe its duration."""
+    """Wrap the pool's connect callable (asyncpg's own ``connect`` by default) to observe its duration.
+
+    asyncpg's pool calls it with the connection arguments; SQLSpec's ``create_connection()`` (a standalone
+    connection: the budget check, the server's-view sampler when every pool connection is out) calls a
+    configured ``connect`` with none, so then the wrapper passes the config's own connection arguments, the ones
+    ``asyncpg.connect`` accepts.
+    """
 
     async def timed_connect(*args: Any, **kwargs: Any) -> Any:
-        if connect is None:
-            from asyncpg import connect as default  # noqa: PLC0415 - asyncpg is imported only once it is used
+        import asyncpg  # noqa: PLC0415 - asyncpg is imported only once it is used
 
-            target: Callable[..., Awaitable[Any]] = default
+        if connect is not None:
+            target: Callable[..., Awaitable[Any]] = connect
         else:
-            target = connect
+            target = asyncpg.connect
+            if not args and not kwargs:
+                kwargs = _standalone_arguments(config, asyncpg.connect)
         started = perf_counter()
         connection = await target(*args, **kwargs)
         observe(perf_counter() - started)  # successful connects only: failures have no creation time
@@ -105,3 +114,18 @@ def _timed_connect(
 
     timed_connect.sqlspec_ops_timed = True  # type: ignore[attr-defined]
     return timed_connect
+
+
+def _standalone_arguments(config: Any, connect: Callable[..., Any]) -> dict[str, Any]:
+    """Return the config's arguments for ``asyncpg.connect`` (pool-only keys dropped, DSN aliases resolved)."""
+    from sqlspec.adapters.asyncpg.core import build_connection_config  # noqa: PLC0415 - asyncpg configs only
+
+    accepted = inspect.signature(connect).parameters
+    arguments = {
+        key: value
+        for key, value in build_connection_config(config.connection_config).items()
+        if value is not None and key in accepted and key != "connect"
+    }
+    if config.connection_config.get("pgbouncer") or config.driver_features.get("pgbouncer"):
+        arguments["statement_cache_size"] = 0
+    return arguments
