@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from sqlspec_ops._version import __version__
 
 if TYPE_CHECKING:
+    from sqlspec_ops._adapters.proxy import PoolAcquireTimeout
     from sqlspec_ops._budget import BudgetReport, check_pool_budget
     from sqlspec_ops._context import get_request_id
     from sqlspec_ops._logs import configure_logging
     from sqlspec_ops._middleware import RequestIdMiddleware
     from sqlspec_ops._ops import SQLSpecOps
-    from sqlspec_ops._pools import PoolAcquireTimeout
 
 __all__ = (
     "BudgetReport",
@@ -38,7 +38,7 @@ __all__ = (
 # and prometheus_client there would slow down suites that never use them.
 _LAZY = {
     "BudgetReport": "sqlspec_ops._budget",
-    "PoolAcquireTimeout": "sqlspec_ops._pools",
+    "PoolAcquireTimeout": "sqlspec_ops._adapters.proxy",
     "RequestIdMiddleware": "sqlspec_ops._middleware",
     "SQLSpecOps": "sqlspec_ops._ops",
     "check_pool_budget": "sqlspec_ops._budget",

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 from sqlspec_ops._adapters.registry import adapter_for, describe_config
-from sqlspec_ops._pools import InstrumentedPool
 from sqlspec_ops._statements import StatementTelemetry
 
 __all__ = ("Database", "discover")

@@ -18,7 +18,7 @@ from time import monotonic, perf_counter
 from typing import Any, Literal
 
 from sqlspec_ops._adapters.base import failure_name
-from sqlspec_ops._pools import InstrumentedPool
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 
 __all__ = ("Check", "HealthChecker", "HealthReport")
 

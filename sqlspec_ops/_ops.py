@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp
 
+from sqlspec_ops._adapters.proxy import InstrumentedPool, PoolAcquireTimeout
 from sqlspec_ops._budget import BudgetReport
 from sqlspec_ops._databases import Database, discover
 from sqlspec_ops._health import HealthChecker, HealthReport
@@ -31,7 +32,6 @@ from sqlspec_ops._lifecycle import Lifecycle
 from sqlspec_ops._metrics import metrics_for, render
 from sqlspec_ops._middleware import PrefixShortcut, RequestIdMiddleware
 from sqlspec_ops._options import OpsOptions
-from sqlspec_ops._pools import InstrumentedPool, PoolAcquireTimeout
 from sqlspec_ops._report import pools_report
 from sqlspec_ops._requests import RequestTelemetry
 from sqlspec_ops._router import build_router, pool_exhausted

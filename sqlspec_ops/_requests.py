@@ -7,10 +7,11 @@ that ran more statements than ``max_queries_per_request`` logs one warning when 
 """
 
 import logging
-from contextvars import ContextVar, Token
+from contextvars import Token
 
 from starlette.types import Scope
 
+from sqlspec_ops._context import request_tally_var
 from sqlspec_ops._tracing import tag_current_span
 
 __all__ = ("RequestTally", "RequestTelemetry", "current_tally")
@@ -34,7 +35,7 @@ class RequestTally:
         self.request_id = request_id
 
 
-_tally: ContextVar[RequestTally | None] = ContextVar("sqlspec_ops_request_tally", default=None)
+_tally = request_tally_var
 current_tally = _tally.get
 """Return the tally of the request being served (None outside a request)."""
 

@@ -19,7 +19,7 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
-from sqlspec_ops._pools import InstrumentedPool
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 from tests.support.asgi import serving
 from tests.support.network import silent_server
 from tests.support.postgres import PostgresServer, free_port

@@ -28,8 +28,8 @@ from examples.app import create_app
 from sqlspec_ops import PoolAcquireTimeout, SQLSpecOps, check_pool_budget
 from sqlspec_ops._adapters.asyncmy import AsyncmyAdapter, mysql_error_number
 from sqlspec_ops._adapters.base import error_details
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 from sqlspec_ops._adapters.registry import adapter_for, describe_config
-from sqlspec_ops._pools import InstrumentedPool
 from tests.support.asgi import serving
 from tests.support.mariadb import APP_PASSWORD, APP_USER, ROOT_PASSWORD, MariaDBServer
 from tests.support.paths import ROOT
@@ -437,9 +437,9 @@ async def test_error_numbers_are_read_from_mysql_errors_only(mariadb: MariaDBSer
                 await db.select_value("SELECT x FROM no_such_table")
     finally:
         await config.close_pool()
+    assert missing.value.__cause__ is not None
     assert adapter.error_code(missing.value.__cause__) == "1146"  # the driver error under SQLSpec's wrapper
     assert error_details(adapter, missing.value) == ("1146", "1146")
-    assert missing.value.__cause__ is not None
     assert mysql_error_number(missing.value.__cause__) == "1146"
     # Negative controls: errno-shaped errors of other libraries and plain errors have no MySQL number.
     refused = ConnectionRefusedError(111, "Connection refused")

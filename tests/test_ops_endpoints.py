@@ -17,7 +17,7 @@ from sqlspec.adapters.sqlite import SqliteConfig
 from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
-from sqlspec_ops._pools import InstrumentedPool
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples, sample_value

@@ -26,7 +26,7 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import PoolAcquireTimeout, SQLSpecOps
-from sqlspec_ops._pools import InstrumentedPool
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
 from tests.support.promql import Buckets, bucket_counts, cumulative, subtract

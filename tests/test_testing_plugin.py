@@ -31,11 +31,11 @@ from sqlspec_ops.testing import (
     format_statements,
 )
 from tests.support.postgres import PostgresServer
+from tests.support.readme import readme_blocks
 from tests.support.statements import asyncpg_spec
 
 pytest_plugins = ["pytester"]
 
-FRAGMENT = Path(__file__).resolve().parent.parent / "docs-fragments" / "query-budgets.md"
 
 # The module the subprocess runs. It reads everything it varies on from the environment, so the secrets
 # it sends never appear in its source (pytest prints source lines in tracebacks).
@@ -262,9 +262,8 @@ def test_plugin_load_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
 
 
 def _readme_blocks() -> tuple[str, str]:
-    section = FRAGMENT.read_text().split("## Query budgets in tests\n", 1)[1]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-    (shown,) = re.findall(r"```text\n(.*?)```", section, re.DOTALL)
+    (code,) = readme_blocks("Query budgets in tests", "python")
+    (shown,) = readme_blocks("Query budgets in tests", "text")
     return code, shown
 
 

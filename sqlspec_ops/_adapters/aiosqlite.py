@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlspec_ops._adapters.base import Adapter, PoolCounts, PoolTarget
-from sqlspec_ops._pools import AcquireReleasePool
+from sqlspec_ops._adapters.proxy import AcquireReleasePool
 
 __all__ = ("AiosqliteAdapter", "AiosqlitePool")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlspec_ops._adapters.base import Adapter, PoolCounts, ServerRead
-from sqlspec_ops._pools import AcquireReleasePool
+from sqlspec_ops._adapters.proxy import AcquireReleasePool
 
 __all__ = ("AsyncmyAdapter", "AsyncmyPool", "MySQLLimits", "mysql_error_number")
 

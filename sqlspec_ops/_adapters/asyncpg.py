@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import PoolCounts
 from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
-from sqlspec_ops._pools import AcquireReleasePool
+from sqlspec_ops._adapters.proxy import AcquireReleasePool
 
 __all__ = ("AsyncpgAdapter", "AsyncpgPool")
 

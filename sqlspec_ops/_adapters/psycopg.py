@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlspec_ops._adapters.base import PoolCounts
 from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
-from sqlspec_ops._pools import InstrumentedPool
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 
 __all__ = ("PsycopgAdapter", "PsycopgPool")
 

@@ -17,7 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
 
 from sqlspec_ops import SQLSpecOps
-from sqlspec_ops._pools import InstrumentedPool
+from sqlspec_ops._adapters.proxy import InstrumentedPool
 
 MAX_SIZE = int(os.environ.get("SQLSPEC_OPS_TEST_MAX_SIZE", "3"))
 MIN_SIZE = int(os.environ.get("SQLSPEC_OPS_TEST_MIN_SIZE", "1"))

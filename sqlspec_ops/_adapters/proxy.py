@@ -26,9 +26,9 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
+from sqlspec_ops._context import request_tally_var
 from sqlspec_ops._holders import Holder, active_holder, user_frames
 from sqlspec_ops._metrics import OpsMetrics, multiprocess_mode
-from sqlspec_ops._requests import current_tally
 
 __all__ = ("AcquireReleasePool", "InstrumentedPool", "PoolAcquireTimeout", "PoolSnapshot")
 
@@ -274,7 +274,7 @@ class InstrumentedPool:
         holder = Holder(
             connection,
             now,
-            current_tally(),
+            request_tally_var.get(),
             active_holder(var),
             user_frames() if self.leak_threshold is not None else None,
         )
