@@ -7,7 +7,10 @@ Each test names its connections with a fresh ``application_name`` and compares w
 
 import asyncio
 import logging
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,7 +24,9 @@ from sqlspec.adapters.psycopg import PsycopgAsyncConfig
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops._server_view import default_application_name
 from tests.support.asgi import serving
+from tests.support.paths import ROOT
 from tests.support.postgres import PostgresServer
+from tests.support.processes import clean_env
 from tests.support.statements import create_table
 from tests.support.waiting import eventually
 
@@ -310,3 +315,28 @@ async def test_fleet_seen_by_the_server_is_compared_with_replicas_once(
         await replica.close()
     warnings = [r for r in caplog.records if r.name == "sqlspec_ops.pools" and "client addresses" in r.getMessage()]
     assert len(warnings) == (1 if replicas == 1 else 0)
+
+
+async def test_cli_budget_subtracts_other_clients_and_says_so(pg20: PostgresServer) -> None:
+    """`sqlspec-ops check` on the instrumented example app counts two other clients' connections against the budget."""
+    others = [await asyncpg.connect(pg20.dsn, server_settings={"application_name": "psql"}) for _ in range(2)]
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [str(Path(sys.executable).parent / "sqlspec-ops"), "check", "examples.app:app", "--workers", "1"],
+            check=False,
+            cwd=ROOT,
+            env=clean_env(LOG_FORMAT="off", DATABASE_URL=pg20.dsn, POOL_MAX_SIZE="5"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for connection in others:
+            await connection.close()
+    assert result.returncode == 0, result.stderr
+    expected = (
+        "budget:   15 = max_connections 20 - superuser_reserved_connections 3 - "
+        "other clients' connections 2 (seen in pg_stat_activity)"
+    )
+    assert expected in result.stdout, result.stdout
