@@ -55,7 +55,8 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig  # noqa: E402
 from sqlspec.observability import ObservabilityConfig  # noqa: E402
 
 from sqlspec_ops import SQLSpecOps  # noqa: E402
-from sqlspec_ops._requests import RequestTally, _tally  # noqa: E402
+from sqlspec_ops._context import RequestTally  # noqa: E402
+from sqlspec_ops._context import request_tally_var as _tally  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -320,6 +320,7 @@ def _server_limits(reads: Sequence[tuple[Database, ServerRead]]) -> ServerLimits
         reserved=first.reserved,
         source="server",
         note=first.note,
+        other_clients=max((read.other_clients or 0 for _, read in reads), default=0),
         scoped=tuple(
             ScopedLimit("role" if kind == "role" else "database", name, value, tuple(pools))
             for (kind, name), (value, pools) in scoped.items()

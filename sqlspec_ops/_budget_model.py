@@ -84,17 +84,22 @@ class ServerLimits:
     scoped: tuple[ScopedLimit, ...] = ()
     note: str | None = None
     """What the adapter adds to the explanation (MySQL: how its extra admin connection is counted)."""
+    other_clients: int = 0
+    """Other clients' connections the server showed when the limits were read: they use the same slots."""
 
     @property
     def capacity(self) -> int:
-        """Connections the app's role may open on the whole server."""
-        return self.max_connections - sum(value for _, value in self.reserved)
+        """Connections the app's role may open on the whole server (after other clients' connections)."""
+        return self.max_connections - sum(value for _, value in self.reserved) - self.other_clients
 
     def explain(self) -> str:
         """Say how the capacity was computed."""
         if self.source == "override":
             return f"max_connections override {self.max_connections} (taken as the budget as given)"
-        text = " - ".join([f"max_connections {self.max_connections}", *(f"{k} {v}" for k, v in self.reserved)])
+        parts = [f"max_connections {self.max_connections}", *(f"{k} {v}" for k, v in self.reserved)]
+        if self.other_clients:
+            parts.append(f"other clients' connections {self.other_clients} (seen in pg_stat_activity)")
+        text = " - ".join(parts)
         return f"{text}; {self.note}" if self.note else text
 
 

@@ -24,6 +24,7 @@ from sqlspec_ops._metrics import OpsMetrics, reap_dead_workers, release_worker
 from sqlspec_ops._options import OpsOptions
 from sqlspec_ops._plugin import attach_plugin_sessions
 from sqlspec_ops._requests import RequestTelemetry
+from sqlspec_ops._server_view import ServerSampler
 from sqlspec_ops._tracing import resolve_tracer
 
 __all__ = ("Lifecycle",)
@@ -96,6 +97,7 @@ class Lifecycle:
                 budget = await self._budget(unread_reason=f"not read within startup_timeout={timeout:g}s")
                 self._settle_budget(budget, reported=[s.server for s in budget.servers])
         self._start_background()
+        self._start_holder_work()
 
     async def shutdown(self) -> None:
         """Stop the background work, close the pools this process opened, drop this worker's live gauges."""
@@ -136,6 +138,27 @@ class Lifecycle:
                     logger.debug("background step %s failed", getattr(step, "__name__", step), exc_info=True)
 
         self._tasks.append(asyncio.get_running_loop().create_task(loop()))
+
+    def _start_holder_work(self) -> None:
+        """Start the leak sweep (one per worker, not one timer per acquire) and the server's-view sampler."""
+        if self._options.server_stats_interval is not None:
+            sampler = ServerSampler(
+                self._databases, self._metrics, timeout=self._options.health_timeout, replicas=self._options.replicas
+            )
+            self._start(self._options.server_stats_interval, sampler.sample)
+        threshold = self._options.leak_threshold
+        if threshold is not None:
+            if self._options.noisy_leak_threshold:
+                logger.warning(
+                    "leak_threshold=%gs is below 1 s: ordinary requests will be reported as leaked connections",
+                    threshold,
+                )
+            self._start(min(threshold / 2, 1.0), self._sweep_leaks)
+
+    async def _sweep_leaks(self) -> None:
+        for db in self._databases:
+            if db.pool is not None:
+                db.pool.sweep_leaks()
 
     async def _refresh_health(self) -> None:
         """Ping, so ``sqlspec_ops_database_up`` is current even when nothing probes; finish an unknown budget."""

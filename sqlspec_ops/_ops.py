@@ -37,6 +37,7 @@ from sqlspec_ops._refusals import RefusingTraffic, TrafficRefusals
 from sqlspec_ops._report import pools_report
 from sqlspec_ops._requests import RequestTelemetry
 from sqlspec_ops._router import build_router, pool_exhausted
+from sqlspec_ops._server_view import default_application_name
 from sqlspec_ops._statements import StatementTelemetry
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class SQLSpecOps:
             loop_lag_interval=loop_lag_interval,
         )
         self.spec = spec
+        self._app_title: str | None = None
         self.metrics = metrics_for(registry)
         self.databases: list[Database] = discover(spec)
         self.request_telemetry = RequestTelemetry(
@@ -252,7 +254,9 @@ class SQLSpecOps:
         if app.middleware_stack is not None:
             msg = "SQLSpecOps.instrument(app) must be called before the app starts serving requests"
             raise RuntimeError(msg)
-        ops_app = self._ops_app(app.title if isinstance(app, FastAPI) else None)  # nothing changed if this fails
+        title = app.title if isinstance(app, FastAPI) else None
+        ops_app = self._ops_app(title)  # nothing changed if this fails
+        self._app_title = title
         self.install()
         self._wrap_middleware(app, ops_app)
         if PoolAcquireTimeout not in app.exception_handlers:
@@ -263,6 +267,7 @@ class SQLSpecOps:
 
     def install(self) -> None:
         """Register the statement hooks and the pool proxies on the SQLSpec configs (idempotent, no I/O)."""
+        application_name = default_application_name(self.options.application_name, self._app_title)
         for db in self.databases:
             adapter = db.adapter
             if adapter is None:
@@ -291,7 +296,15 @@ class SQLSpecOps:
                         target=db.target,
                         metrics=self.metrics,
                         acquire_timeout=self.options.acquire_timeout,
+                        leak_threshold=self.options.leak_threshold,
                     )
+            if db.statements is not None:
+                db.statements.holders = db.pool.current_holder
+            if not db.pool.is_open and db.config.connection_instance in (None, db.pool):
+                db.pool.application_name = adapter.apply_application_name(db.config, application_name)
+                adapter.time_connects(db.config, self.metrics.connection_create_time.labels(db.name).observe)
+            elif db.pool.application_name is None:
+                db.pool.application_name = adapter.application_name(db.config)
             db.pool.reattach()  # adopts a driver pool the app already created; no I/O
 
     def _ops_app(self, title: str | None) -> FastAPI:

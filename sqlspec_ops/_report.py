@@ -59,10 +59,14 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
             "acquire_timeout_s": pool.acquire_timeout,
             "acquire_wait_ms": percentiles(snap.waits),
             "hold_time_ms": percentiles(snap.holds),
+            "leak_threshold_s": pool.leak_threshold,
+            "holders": pool.holders(),
         }
     )
     if pool.adapter.counts_opening:
         entry["opening"] = _opening(db, snap.idle + snap.used)
+    if pool.server_view is not None:
+        entry["server"] = pool.server_view
     server = db.target.server
     if server is None:
         entry["budget"] = {"verdict": "no server limit"}

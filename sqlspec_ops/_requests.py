@@ -7,10 +7,10 @@ that ran more statements than ``max_queries_per_request`` logs one warning when 
 """
 
 import logging
-from contextvars import ContextVar, Token
 
 from starlette.types import Scope
 
+from sqlspec_ops._context import RequestTally, request_tally_var
 from sqlspec_ops._tracing import tag_current_span
 
 __all__ = ("RequestTally", "RequestTelemetry", "current_tally")
@@ -20,18 +20,7 @@ logger = logging.getLogger("sqlspec_ops.queries")
 _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
 
 
-class RequestTally:
-    """How many statements the current request ran and how long they took in total."""
-
-    __slots__ = ("count", "seconds", "token")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.seconds = 0.0
-        self.token: Token[RequestTally | None] | None = None
-
-
-_tally: ContextVar[RequestTally | None] = ContextVar("sqlspec_ops_request_tally", default=None)
+_tally = request_tally_var
 current_tally = _tally.get
 """Return the tally of the request being served (None outside a request)."""
 
@@ -57,11 +46,11 @@ class RequestTelemetry:
         """Say whether spans are recorded (known at startup only: the global tracer provider may be set late)."""
         self._tag_span = enabled
 
-    def on_start(self, scope: Scope, request_id: str) -> RequestTally:  # noqa: ARG002 - the hook signature
+    def on_start(self, scope: Scope, request_id: str) -> RequestTally:
         """Begin a request: a fresh tally becomes current."""
         if self._tag_span:
             tag_current_span(request_id)
-        tally = RequestTally()
+        tally = RequestTally(scope, request_id)
         tally.token = _tally.set(tally)
         return tally
 

@@ -21,12 +21,15 @@ from sqlspec.observability import ObservabilityConfig
 from sqlspec_ops._adapters.base import Adapter, PoolTarget, error_details
 from sqlspec_ops._capture import active as _captures
 from sqlspec_ops._capture import record as _capture
+from sqlspec_ops._holders import Holder, active_holder
 from sqlspec_ops._metrics import OpsMetrics
 from sqlspec_ops._requests import current_tally
 from sqlspec_ops._sql import cache_key, shape_of
 from sqlspec_ops._tracing import REQUEST_ID_ATTRIBUTE, fail_span, span_name_and_attributes
 
 if TYPE_CHECKING:
+    from contextvars import ContextVar as _ContextVar
+
     from opentelemetry.trace import Tracer
     from sqlspec.config import LifecycleConfig
 
@@ -34,8 +37,10 @@ __all__ = ("StatementTelemetry",)
 
 logger = logging.getLogger("sqlspec_ops.queries")
 
-# (start time, span or None) of the statement running in this task; hooks of one statement run in one task.
-_statement: ContextVar[tuple[float, Any] | None] = ContextVar("sqlspec_ops_statement", default=None)
+# (start time, span or None, holder or None) of the statement running in this task; hooks of one statement run
+# in one task.
+_statement: ContextVar[tuple[float, Any, Holder | None] | None] = ContextVar("sqlspec_ops_statement", default=None)
+_CANCELLED = "CancelledError"
 _SHAPE_CACHE_SIZE = 4096
 
 
@@ -73,6 +78,9 @@ class StatementTelemetry:
         self._ok: dict[str, Any] = {}
         self._failed: dict[tuple[str, str], Any] = {}
         self._spans: dict[str, tuple[str, dict[str, Any]]] = {}
+        # The pool proxy's "current holder" variable (set when the proxy is installed): statements are counted
+        # into the hold of the connection they run on.
+        self.holders: _ContextVar[Holder | None] | None = None
 
     def bind_tracer(self, tracer: "Tracer | None") -> None:
         """Start spans with this tracer (None: no spans).
@@ -102,10 +110,19 @@ class StatementTelemetry:
     def on_query_start(self, context: dict[str, Any]) -> None:
         """Note when the statement started; start its span (a child of the current one)."""
         tracer = self._tracer
-        if tracer is None:
-            _statement.set((perf_counter(), None))
-            return
-        _statement.set((perf_counter(), self._start_span(tracer, context)))
+        span = None if tracer is None else self._start_span(tracer, context)
+        holders = self.holders
+        holder = active_holder(holders) if holders is not None else None
+        now = perf_counter()
+        if holder is not None:
+            if holder.started:  # the previous statement on this connection was cut off and the hold goes on
+                self.cancelled(holder, None, now)
+            holder.started = now
+            holder.span = span
+            holder.operation = context.get("operation") or "UNKNOWN"
+            holder.sql_key = context.get("sql") or ""
+            holder.telemetry = self
+        _statement.set((now, span, holder))
 
     def on_query_complete(self, context: dict[str, Any]) -> None:
         """Record a successful statement."""
@@ -114,6 +131,7 @@ class StatementTelemetry:
             return
         duration = perf_counter() - started[0]
         _statement.set(None)
+        _end_hold_statement(started[2], duration)
         operation = context.get("operation") or "UNKNOWN"
         child = self._ok.get(operation)
         if child is None:
@@ -135,6 +153,7 @@ class StatementTelemetry:
             return
         duration = perf_counter() - started[0]
         _statement.set(None)
+        _end_hold_statement(started[2], duration)
         exc = context.get("exception")
         error_type, status_code = error_details(self.adapter, exc) if exc is not None else ("_OTHER", None)
         operation = context.get("operation") or "UNKNOWN"
@@ -151,6 +170,50 @@ class StatementTelemetry:
         if span is not None:
             fail_span(span, error_type, status_code)
             span.end()
+
+    def cancelled(self, holder: Holder, exc: BaseException | None, now: float) -> None:
+        """Record a statement no SQLSpec hook saw end: cancelled (``asyncio.timeout``, a client gone) mid-flight.
+
+        SQLSpec's hooks see ``Exception`` only, so a ``CancelledError`` passes them by; the pool proxy finds the
+        statement still marked running when the connection comes back (or when the next statement starts on
+        it) and ends it here, counted with ``error_type`` naming the cancellation, its span failed with it.
+
+        Args:
+            holder: The hold the statement ran in.
+            exc: What was propagating when it was found (None: not known; named ``CancelledError``).
+            now: ``perf_counter()`` when it was found (the duration ends there).
+
+        """
+        duration = now - holder.started
+        span = holder.span
+        holder.started = 0.0
+        holder.span = None
+        holder.statements += 1
+        holder.db_time += duration
+        error_type = (
+            error_details(self.adapter, exc)[0] if exc is not None and not isinstance(exc, Exception) else _CANCELLED
+        )
+        operation = holder.operation or "UNKNOWN"
+        key = (operation, error_type)
+        child = self._failed.get(key)
+        if child is None:
+            child = self._failed[key] = self._histogram.labels(
+                self.target.db_system, operation, self.pool_name, error_type
+            )
+        child.observe(duration)
+        tally = holder.tally
+        if tally is not None:
+            tally.count += 1
+            tally.seconds += duration
+        if _captures:
+            _capture(self.pool_name, operation, holder.sql_key, duration, failed=True)
+        if span is not None:
+            fail_span(span, error_type, None)
+            span.end()
+
+    def summary(self, holder: Holder) -> str:
+        """Return the masked summary of the statement a holder is running (for ``/ops/pools``; not hot)."""
+        return shape_of(cache_key(holder.sql_key)).summary or holder.operation or "UNKNOWN"
 
     # -- helpers --------------------------------------------------------------------------------------
 
@@ -191,6 +254,14 @@ class StatementTelemetry:
                 }
             },
         )
+
+
+def _end_hold_statement(holder: Holder | None, duration: float) -> None:
+    if holder is not None:
+        holder.started = 0.0
+        holder.span = None
+        holder.statements += 1
+        holder.db_time += duration
 
 
 def _observe(child: Any, duration: float) -> None:

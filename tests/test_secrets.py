@@ -1,5 +1,6 @@
 """The DSN password never reaches an /ops response, a log record or a metric label, on good paths and bad ones."""
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -153,3 +154,57 @@ def test_pool_targets_hold_host_port_and_database_only(
     assert APP_PASSWORD not in repr(target)
     assert "app@" not in repr(target)
     assert "evil" not in repr(target)
+
+
+SECRET_PARAMETER = "param-Zq8-secret"  # noqa: S105 - grepped for, not a credential
+SECRET_LITERAL = "literal-Kx3-secret"  # noqa: S105 - grepped for, not a credential
+
+
+@pytest.mark.parametrize("adapter", ["asyncpg", "psycopg"])
+async def test_holders_server_view_and_leak_logs_hold_no_password_parameter_or_literal(
+    adapter: str, pg: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a leaked connection runs a statement with a parameter and a literal, /ops and the logs show neither."""
+    caplog.set_level(logging.DEBUG)
+    spec = SQLSpec()
+    config: Any
+    if adapter == "asyncpg":
+        config = AsyncpgConfig(connection_config={"dsn": pg.dsn, "min_size": 1, "max_size": 2}, bind_key="main")
+    else:
+        config = PsycopgAsyncConfig(
+            connection_config={"conninfo": pg.conninfo(), "min_size": 1, "max_size": 2}, bind_key="main"
+        )
+    spec.add_config(config)
+    placeholder = "$1" if adapter == "asyncpg" else "%s"
+    app = FastAPI()
+
+    @app.post("/secret")
+    async def run_secret_statements() -> None:
+        async with spec.provide_session(config) as session:
+            await session.begin()
+            await session.select_value(f"SELECT length({placeholder}::text)", SECRET_PARAMETER)
+            await session.select_value(f"SELECT pg_sleep(1.6), '{SECRET_LITERAL}'")
+            await session.rollback()
+
+    SQLSpecOps(spec, registry=registry, leak_threshold=1, server_stats_interval=0.2).instrument(app)
+    texts: list[str] = []
+    async with serving(app) as client:
+        request = asyncio.create_task(client.post("/secret"))
+        seen_executing = False
+        while not request.done():
+            pools = (await client.get("/ops/pools")).json()
+            texts.append(repr(pools))
+            holders = pools["pools"][0]["holders"]
+            seen_executing = seen_executing or any(h["state"] == "executing" for h in holders)
+            await asyncio.sleep(0.1)
+        assert (await request).status_code == 200
+        texts += await scrape_everything(client)
+        last = (await client.get("/ops/pools")).json()["pools"][0]
+    texts.append(captured_text(caplog))
+    assert seen_executing
+    assert "server" in last
+    assert "this_app" in last["server"]
+    assert any(r.name == "sqlspec_ops.pools" and r.levelno == logging.WARNING for r in caplog.records)
+    for hidden in (APP_PASSWORD, SECRET_PARAMETER, SECRET_LITERAL):
+        leaks = [text for text in texts if hidden in text]
+        assert not leaks, (hidden, leaks[0][:2000])

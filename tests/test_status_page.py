@@ -413,9 +413,6 @@ async def test_live_page_escapes_bind_key_and_shows_no_secret(pg: PostgresServer
     assert scripts_without_nonce(page, page.split('<script nonce="', 1)[1].split('"', 1)[0]) == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the holders list in /ops/pools (holders issue); remove this marker when it lands"
-)
 async def test_live_page_lists_the_holder_with_its_route_escaped(
     pg: PostgresServer, registry: CollectorRegistry
 ) -> None:

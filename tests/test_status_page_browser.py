@@ -70,6 +70,8 @@ OUTLINE = [
 TABLE_HEADS = [
     ["Database", "Adapter", "Status", "Ping", "Output"],
     ["", "p50", "p95", "p99", "max", "samples"],
+    # the primary pool's holders (the sleeping request), then the analytics pool's timings
+    ["Request ID", "Route", "Held", "State", "Statements", "DB time", "Current statement", "Acquired at"],
     ["", "p50", "p95", "p99", "max", "samples"],
 ]
 
@@ -359,9 +361,6 @@ def test_screenshot_is_regenerated(browsed: Browsed) -> None:
     assert (width, height) == WINDOW
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the holders list in /ops/pools (holders issue); remove this marker when it lands"
-)
 def test_dom_lists_the_sleeping_request_as_holder(browsed: Browsed) -> None:
     """The holders table of the primary pool shows the sleeping request's ID and route, executing."""
     words = parse_dom(browsed.dom).words()

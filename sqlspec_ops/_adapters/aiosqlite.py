@@ -77,6 +77,11 @@ class AiosqliteAdapter(Adapter):
         finally:
             await cursor.close()
 
+    def transaction_state(self, connection: Any) -> bool | None:
+        """sqlite3's ``in_transaction`` (the proxy holds SQLSpec's pooled wrapper around aiosqlite's connection)."""
+        inner = getattr(connection, "connection", connection)
+        return bool(inner.in_transaction)
+
     def error_code(self, exc: BaseException) -> str | None:
         """Return SQLite's error name (``SQLITE_CONSTRAINT_UNIQUE``...) that Python's sqlite3 errors carry."""
         code = getattr(exc, "sqlite_errorname", None)

@@ -17,7 +17,8 @@ Nothing here imports asyncmy: configs are recognised by class path, connections 
 """
 
 import asyncio
-from collections.abc import Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +163,7 @@ class AsyncmyPool(AcquireReleasePool):
         SQLSpec's asyncmy config calls ``close()`` without awaiting it, then ``await wait_closed()``.
         """
         pool, self._inner = self._inner, None
-        self._held.clear()
+        self._forget_holders()
         self.publish()
         self._closing = _Closing(self.adapter, pool)
         return self._closing
@@ -214,6 +215,22 @@ class AsyncmyAdapter(Adapter):
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
         """Return the first row as a list (tuple or dict cursors)."""
         return (await self._fetch(connection, sql, None, one=True))[0]
+
+    has_server_view = True
+
+    @asynccontextmanager
+    async def borrow(self, pool: Any, timeout: float) -> AsyncIterator[Any]:  # noqa: ASYNC109 - the acquire wait only
+        """Borrow from asyncmy's pool itself (not the proxy): asyncmy has no acquire timeout, so bound it here."""
+        async with asyncio.timeout(timeout):
+            connection = await pool.acquire()
+        try:
+            yield connection
+        finally:
+            await pool.release(connection)
+
+    def transaction_state(self, connection: Any) -> bool | None:
+        """Read the server's ``SERVER_STATUS_IN_TRANS`` flag asyncmy keeps from the last reply."""
+        return bool(connection.get_transaction_status())
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """Count only the proxy's ``asyncio.timeout``: asyncmy has no acquire timeout of its own."""
@@ -270,7 +287,7 @@ class AsyncmyAdapter(Adapter):
             version=str(version),
         )
 
-    async def server_view(self, connection: Any, user: str | None = None) -> dict[str, Any]:
+    async def server_view(self, connection: Any, user: str | None = None, *, pooled: bool = True) -> dict[str, Any]:  # noqa: ARG002 - counted alike
         """Return what the server sees: this app's connections by state, other clients, open transactions.
 
         MySQL has no ``application_name``, and the ``program_name`` connection attribute asyncmy can send is
@@ -284,6 +301,7 @@ class AsyncmyAdapter(Adapter):
         Args:
             connection: A borrowed asyncmy connection.
             user: The app's MySQL user name; None takes the connection's own.
+            pooled: Unused: the connection running the query is counted as active either way.
 
         Returns:
             ``{"this_app": {state: n}, "other_clients": n, "idle_in_transaction": n (all accounts),

@@ -11,7 +11,7 @@ parsers return host, port and database only, never the user or the password.
 
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -99,6 +99,8 @@ class ServerRead:
     database_limit: int | None = None
     note: str | None = None
     """Anything the budget's explanation must add (how a server's own reserve is counted)."""
+    other_clients: int | None = None
+    """Connections of other clients the server showed (not this app's ``application_name``); None: not known."""
 
 
 class Adapter:
@@ -203,6 +205,60 @@ class Adapter:
     def error_code(self, exc: BaseException) -> str | None:  # noqa: ARG002 - overridden per adapter
         """Return the database's own code for a driver error (SQLSTATE, MySQL error number...), if it has one."""
         return None
+
+    def transaction_state(self, connection: Any) -> bool | None:  # noqa: ARG002 - overridden per adapter
+        """Tell whether a borrowed connection has a transaction open, from the driver's own state (no I/O).
+
+        Returns:
+            None when the driver does not say.
+
+        """
+        return None
+
+    # Whether ``server_view`` is implemented: the sampler asks the server about its clients only then.
+    has_server_view: ClassVar[bool] = False
+
+    def application_name(self, config: Any) -> str | None:  # noqa: ARG002 - overridden per adapter
+        """Return the ``application_name`` the config's connections announce (None: the driver has none)."""
+        return None
+
+    def apply_application_name(self, config: Any, name: str) -> str | None:  # noqa: ARG002 - overridden
+        """Make the config's connections announce ``name`` unless the config names them already (no I/O).
+
+        Returns:
+            The name the connections will announce (the config's own wins), None when the driver has none.
+
+        """
+        return None
+
+    def time_connects(self, config: Any, observe: Callable[[float], None]) -> bool:  # noqa: ARG002 - overridden
+        """Have the driver's pool report how long each new connection took to open, through its own hooks.
+
+        Args:
+            config: The SQLSpec config (changed before its pool opens; no I/O).
+            observe: Called with the seconds each connect took.
+
+        Returns:
+            Whether the driver offers such a hook (False: ``db_client_connection_create_time_seconds`` stays empty).
+
+        """
+        return False
+
+    def borrow(self, pool: Any, timeout: float) -> Any:
+        """Return an async context manager borrowing one connection from the driver's own pool within ``timeout``."""
+        msg = f"sqlspec-ops cannot borrow from {self.name} pools directly"
+        raise NotImplementedError(msg)
+
+    async def server_view(
+        self,
+        connection: Any,
+        application_name: str | None,
+        *,
+        pooled: bool = True,
+    ) -> dict[str, Any]:
+        """Return what the server sees of this app and of other clients (see ``SPEC.md``, the server's view)."""
+        msg = f"sqlspec-ops cannot read the server's view from {self.name} servers"
+        raise NotImplementedError(msg)
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """Tell whether the driver raised ``exc`` because no connection became free in time."""

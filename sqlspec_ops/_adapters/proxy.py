@@ -17,13 +17,17 @@ reads the workers' files instead, so each borrow and return also writes the pool
 
 import asyncio
 import logging
+import sys
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
+from sqlspec_ops._context import request_tally_var
+from sqlspec_ops._holders import Holder, active_holder, user_frames
 from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import OpsMetrics, multiprocess_mode
 
@@ -32,6 +36,7 @@ __all__ = ("AcquireReleasePool", "InstrumentedPool", "PoolAcquireTimeout", "Pool
 logger = logging.getLogger("sqlspec_ops.pools")
 
 _RECENT = 1024  # acquires kept for /ops/pools percentiles (per worker)
+_MAX_HOLDERS_SHOWN = 50
 
 
 class PoolAcquireTimeout(TimeoutError):  # noqa: N818 - reads as what happened, like asyncio.TimeoutError
@@ -72,6 +77,7 @@ class InstrumentedPool:
         target: PoolTarget,
         metrics: OpsMetrics,
         acquire_timeout: float | None = None,
+        leak_threshold: float | None = None,
     ) -> None:
         """Build a proxy for a config whose driver pool is opened on first use (or adopted, see ``reattach``).
 
@@ -82,6 +88,8 @@ class InstrumentedPool:
             target: Where the pool points (shown in errors and ``/ops/pools``).
             metrics: The metric families to record into.
             acquire_timeout: Seconds an acquire may wait before failing with :class:`PoolAcquireTimeout`.
+            leak_threshold: Seconds a connection may be held before :meth:`sweep_leaks` reports it (None: off;
+                the acquiring stack is captured only when set).
 
         """
         self.config = config
@@ -95,10 +103,20 @@ class InstrumentedPool:
         self.acquires = 0
         self.recent_waits: deque[float] = deque(maxlen=_RECENT)
         self.recent_holds: deque[float] = deque(maxlen=_RECENT)
-        # Connections handed out right now: key (id of the connection or its context) -> when it was borrowed.
-        self._held: dict[int, float] = {}
+        self.leak_threshold = leak_threshold
+        # What the connections announce as application_name, and the server's last view of this app.
+        self.application_name: str | None = None
+        self.server_view: dict[str, Any] | None = None
+        # Connections handed out right now: key (id of the connection or its context) -> who holds it.
+        self._held: dict[int, Holder] = {}
         # perf_counter() of the last connection that came back: readiness's evidence that a saturated pool moves.
         self.last_release: float | None = None
+        # The innermost connection of this pool the current context holds (the statement hooks read it).
+        self.current_holder: ContextVar[Holder | None] = ContextVar(f"sqlspec_ops_holder_{name}", default=None)
+        self._held_idle = metrics.held_idle_time
+        self._held_idle_children: dict[str, Any] = {}
+        self._leaks = metrics.connection_leaks.labels(name) if leak_threshold is not None else None
+        self.leaks = 0
         self._inner: Any = None
         self._open_lock: asyncio.Lock | None = None
         self._pending_gauge = metrics.pending_requests.labels(name)
@@ -162,7 +180,7 @@ class InstrumentedPool:
     async def close(self) -> None:
         """Close the driver's pool (SQLSpec's ``close_pool`` calls this)."""
         pool, self._inner = self._inner, None
-        self._held.clear()
+        self._forget_holders()
         self.publish()
         if pool is not None:
             await self.adapter.close(pool)
@@ -216,6 +234,12 @@ class InstrumentedPool:
             self._idle_gauge.set(self.idle())
             self._used_gauge.set(len(self._held))
 
+    def _forget_holders(self) -> None:
+        """Forget every holder: the pool is being closed, its connections are gone whoever held them."""
+        for holder in self._held.values():
+            holder.released = True
+        self._held.clear()
+
     def _publish_sizes(self) -> None:
         self._max_gauge.set(self.sizes.max_size)
         self._min_gauge.set(self.sizes.min_size)
@@ -241,15 +265,24 @@ class InstrumentedPool:
             self._pending_gauge.inc()
         return perf_counter()
 
-    def _acquired(self, key: int, started: float) -> None:
-        """Record a successful acquire of the connection (or context) ``key``."""
+    def _acquired(self, key: int, started: float, connection: Any) -> None:
+        """Record a successful acquire of ``connection`` under ``key`` (its id, or its context's)."""
         now = perf_counter()
         self._end_pending()
         waited = now - started
         self.acquires += 1
         self._wait.observe(waited)
         self.recent_waits.append(waited)
-        self._held[key] = now
+        var = self.current_holder
+        holder = Holder(
+            connection,
+            now,
+            request_tally_var.get(),
+            active_holder(var),
+            user_frames() if self.leak_threshold is not None else None,
+        )
+        self._held[key] = holder
+        var.set(holder)
         if self._push:
             self.publish()
 
@@ -264,13 +297,23 @@ class InstrumentedPool:
 
     def _released(self, key: int) -> None:
         """Record that the connection (or context) ``key`` came back."""
-        borrowed = self._held.pop(key, None)
-        if borrowed is not None:
+        holder = self._held.pop(key, None)
+        if holder is not None:
+            holder.released = True
             now = perf_counter()
             self.last_release = now
-            held = now - borrowed
+            if holder.started:  # a statement was cut off (cancelled, timed out): no SQLSpec hook saw its end
+                holder.telemetry.cancelled(holder, sys.exc_info()[1], now)
+            held = now - holder.acquired
             self._use.observe(held)
             self.recent_holds.append(held)
+            route = holder.label_route
+            child = self._held_idle_children.get(route)
+            if child is None:
+                child = self._held_idle_children[route] = self._held_idle.labels(self.name, route)
+            child.observe(max(0.0, held - holder.db_time))
+            if holder.leaked:
+                self._log_returned(holder, held)
         if self._push:
             self.publish()
 
@@ -278,6 +321,104 @@ class InstrumentedPool:
         """Write the counts once the driver has the connection back (its idle count changed only now)."""
         if self._push:
             self.publish()
+
+    # -- holders and leaks ------------------------------------------------------------------------------
+
+    def holders(self) -> list[dict[str, Any]]:
+        """Return who holds this pool's connections now, oldest first (at most 50), for ``/ops/pools``."""
+        now = perf_counter()
+        held = sorted(self._held.values(), key=lambda h: h.acquired)[:_MAX_HOLDERS_SHOWN]
+        return [self._describe(holder, now) for holder in held]
+
+    def _describe(self, holder: Holder, now: float) -> dict[str, Any]:
+        current = None
+        if holder.started and holder.telemetry is not None:
+            current = holder.telemetry.summary(holder)
+        return {
+            "request_id": holder.request_id,
+            "route": holder.route,
+            "held_ms": round(holder.held(now) * 1000, 3),
+            "state": self._state(holder),
+            "statements": holder.statements,
+            "db_time_ms": round(holder.db_time * 1000, 3),
+            "current_statement": current,
+            "acquired_at": holder.acquired_at,
+        }
+
+    def _state(self, holder: Holder) -> str:
+        if holder.started:
+            return "executing"
+        try:
+            in_transaction = self.adapter.transaction_state(holder.connection)
+        except Exception:  # a connection closed under its holder has no state to read
+            logger.debug("reading the transaction state of a %s connection failed", self.name, exc_info=True)
+            in_transaction = None
+        return "idle in transaction" if in_transaction else "idle"
+
+    def sweep_leaks(self, *, event_loop_lag_ms: float | None = None) -> int:
+        """Report each connection held longer than ``leak_threshold`` once (WARNING and counter).
+
+        Returns:
+            How many connections were newly reported.
+
+        """
+        threshold = self.leak_threshold
+        if threshold is None or self._leaks is None:
+            return 0
+        now = perf_counter()
+        found = 0
+        for holder in list(self._held.values()):
+            if holder.leaked or now - holder.acquired < threshold:
+                continue
+            holder.leaked = True
+            found += 1
+            self.leaks += 1
+            self._leaks.inc()
+            self._log_leak(holder, now - holder.acquired, threshold, event_loop_lag_ms)
+        return found
+
+    def _log_leak(self, holder: Holder, held: float, threshold: float, lag_ms: float | None) -> None:
+        stack = holder.stack_lines()
+        state = self._state(holder)
+        fields: dict[str, Any] = {
+            "pool": self.name,
+            "request_id": holder.request_id,
+            "route": holder.route,
+            "held_s": round(held, 3),
+            "state": state,
+            "stack": stack,
+        }
+        if lag_ms is not None:
+            fields["event_loop_lag_ms"] = lag_ms
+        logger.warning(
+            "connection leak suspected: pool %s connection held for %.1f s (leak_threshold %g s) by %s "
+            "(request %s), %s; acquired at %s",
+            self.name,
+            held,
+            threshold,
+            holder.route,
+            holder.request_id or "-",
+            state,
+            stack[0] if stack else "an unknown location",
+            extra={"extra_fields": fields},
+        )
+
+    def _log_returned(self, holder: Holder, held: float) -> None:
+        logger.info(
+            "previously reported connection returned: pool %s connection came back after %.1f s (%s, request %s)",
+            self.name,
+            held,
+            holder.route,
+            holder.request_id or "-",
+            extra={
+                "extra_fields": {
+                    "pool": self.name,
+                    "request_id": holder.request_id,
+                    "route": holder.route,
+                    "held_s": round(held, 3),
+                }
+            },
+        )
 
     def _end_pending(self) -> None:
         self.pending -= 1
@@ -362,5 +503,5 @@ class AcquireReleasePool(InstrumentedPool):
             if timed_out is not None:
                 raise timed_out from exc
             raise
-        self._acquired(id(connection), started)
+        self._acquired(id(connection), started, connection)
         return connection

@@ -5,12 +5,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlspec_ops._adapters.base import PoolCounts, failure_name
-from sqlspec_ops._adapters.postgres import PostgresAdapter
+from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
 from sqlspec_ops._adapters.proxy import InstrumentedPool
 
 __all__ = ("PsycopgAdapter", "PsycopgPool")
 
 _CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
+_IN_TRANSACTION = frozenset({2, 3})  # psycopg.pq.TransactionStatus.INTRANS, INERROR (not imported: no driver import)
 
 # libpq reports a failed connection as text only (psycopg raises a bare OperationalError, no SQLSTATE), so the
 # cause is recognised from libpq's and the server's fixed wording and named by a class from this table: the text
@@ -50,7 +51,7 @@ class PsycopgPool(InstrumentedPool):
             if timed_out is not None:
                 raise timed_out from exc
             raise
-        self._acquired(key, started)
+        self._acquired(key, started, connection)
         try:
             yield connection
         except BaseException as exc:
@@ -109,6 +110,42 @@ class PsycopgAdapter(PostgresAdapter):
                         return name
             current = current.__cause__
         return failure_name(exc)
+
+    def transaction_state(self, connection: Any) -> bool | None:
+        """Read libpq's transaction status: ``INTRANS`` (2) or ``INERROR`` (3) mean a transaction is open."""
+        return int(connection.info.transaction_status) in _IN_TRANSACTION
+
+    placeholder = "%s"
+
+    def application_name(self, config: Any) -> str | None:
+        """Return the ``application_name`` keyword (top level or in ``kwargs``), else the one in the conninfo."""
+        cc = config.connection_config or {}
+        name = cc.get("application_name") or (cc.get("kwargs") or {}).get("application_name")
+        if name:
+            return str(name)
+        return dsn_application_name(cc.get("conninfo"))
+
+    def apply_application_name(self, config: Any, name: str) -> str | None:
+        """Pass ``application_name`` as a connection keyword (SQLSpec hands extra keys to psycopg) unless set."""
+        current = self.application_name(config)
+        if current:
+            return current
+        config.connection_config["application_name"] = name
+        return name
+
+    @asynccontextmanager
+    async def borrow(self, pool: Any, timeout: float) -> AsyncIterator[Any]:  # noqa: ASYNC109 - the acquire wait only
+        """Borrow from psycopg_pool itself (not the proxy) within ``timeout``."""
+        async with pool.connection(timeout=timeout) as connection:
+            yield connection
+
+    async def fetch_one(self, connection: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """Return the first row as a list."""
+        cursor = await connection.execute(sql, args)
+        row = await cursor.fetchone()
+        if row is None:
+            return []
+        return list(row.values()) if isinstance(row, dict) else list(row)
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """psycopg_pool raises its own ``PoolTimeout``."""
