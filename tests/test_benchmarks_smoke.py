@@ -17,7 +17,7 @@ def test_quick_throughput_run_measures_every_variant(tmp_path: Path) -> None:
     run_module("benchmarks.throughput", "--quick", "--output", str(tmp_path))
     data = json.loads((tmp_path / "http-quick.json").read_text())
     summary = data["throughput"]["summary"]
-    assert set(summary) == {"bare", "ops", "ops_tracing", "anchors"}
+    assert set(summary) == {"bare", "ops", "ops_tracing", "ops_traced", "anchors"}
     for variant, endpoints in summary.items():
         for name in ("users", "ping"):
             assert endpoints[name]["rps"] > 0, (variant, name)
