@@ -109,4 +109,3 @@ def _instrument(app: FastAPI, spec: SQLSpec, variant: str, provider: Any) -> Non
         app.add_middleware(CorrelationIdMiddleware)
         Instrumentator().instrument(app).expose(app, endpoint="/metrics")
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-

@@ -261,7 +261,10 @@ def profile(dsn: str, variant: str, seconds: float, top: int) -> None:
     for line in stacks:
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
-        frames = [frame.split(" (", 1)[0] + " " + frame.rsplit("/", 1)[-1].split(":", 1)[0] for frame in stack.split(";")]
+        # "function (path/file.py:line)" -> "function file.py": one entry per function, whatever the line
+        frames = [
+            f"{frame.split(' (', 1)[0]} {frame.rsplit('/', 1)[-1].split(':', 1)[0]}" for frame in stack.split(";")
+        ]
         total += count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
