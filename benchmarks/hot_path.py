@@ -2,7 +2,8 @@
 
 Usage::
 
-    .venv/bin/python -m benchmarks.hot_path
+    .venv/bin/python -m benchmarks.hot_path            # 100,000 iterations per piece
+    .venv/bin/python -m benchmarks.hot_path --quick    # 2,000 (a test runs it)
 
 Each line is the median of 7 timings of a tight loop; an event loop runs the async pieces. The pool proxy is
 timed around a stand-in driver pool whose ``acquire``/``release`` return at once, so only the proxy's own work
@@ -10,6 +11,7 @@ is measured (benchmarks only: the tests use real pools). SQLSpec's ``emit_*`` ca
 execution path adds per statement once any lifecycle hook exists.
 """
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -31,16 +33,17 @@ from sqlspec_ops._metrics import metrics_for  # noqa: E402
 from sqlspec_ops._requests import RequestTally, _tally  # noqa: E402
 from sqlspec_ops._statements import StatementTelemetry  # noqa: E402
 
-N = 100_000
+_COUNT = {"n": 100_000}
 
 
 def _timed(label: str, loop_body: Callable[[int], None]) -> None:
+    count = _COUNT["n"]
     runs = []
     for _ in range(7):
         started = time.process_time()
-        loop_body(N)
+        loop_body(count)
         runs.append(time.process_time() - started)
-    print(f"{statistics.median(runs) / N * 1e6:7.2f} µs  {label}")
+    print(f"{statistics.median(runs) / count * 1e6:7.2f} µs  {label}")
 
 
 def _timed_async(label: str, make: Callable[[], Awaitable[None]]) -> None:
@@ -69,8 +72,12 @@ class _InstantPool:
         return 1
 
 
-def main() -> int:  # noqa: C901 - one flat list of measurements
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat list of measurements
     """Print the micro-costs."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 iterations per piece")
+    if parser.parse_args(argv).quick:
+        _COUNT["n"] = 2_000
     metrics = metrics_for(CollectorRegistry())
     child = metrics.operation_duration.labels("postgresql", "SELECT", "p", "")
 
