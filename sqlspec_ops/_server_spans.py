@@ -12,8 +12,9 @@ the span name, not the raw path). Either way:
 - it is also inside the ``/ops`` shortcut, so probes and scrapes make no traces;
 - statement spans start while the server span is current, so they are its children.
 
-OpenTelemetry's instrumentation packages are imported here only, and this module only when the option is on:
-``import sqlspec_ops`` stays free of them.
+The FastAPI instrumentation also traces Starlette's ``BackgroundTask`` calls (it patches that class once per
+process, as it does whenever it instruments an app). OpenTelemetry's instrumentation packages are imported here
+only, and only when the option is on: ``import sqlspec_ops`` stays free of them.
 """
 
 from collections.abc import Callable
