@@ -1,4 +1,4 @@
-"""The benchmark app, in four variants chosen by ``BENCH_VARIANT``.
+"""The benchmark app, in five variants chosen by ``BENCH_VARIANT``.
 
 All variants serve the same two routes: ``GET /users/{user_id}`` (one primary-key SELECT through a
 ``spec.provide_session(config)`` dependency) and ``GET /ping`` (no database).
@@ -8,11 +8,15 @@ All variants serve the same two routes: ``GET /users/{user_id}`` (one primary-ke
   no tracing.
 - ``ops_tracing``: the same plus 100 %-sampled spans: FastAPI's own server span and sqlspec-ops' statement
   spans, through a tracer provider whose span processor drops every span.
+- ``ops_traced``: ``SQLSpecOps(spec, tracer_provider=tp, server_spans=True)``: the server span from
+  opentelemetry-instrumentation-fastapi without its send/receive spans, plus the statement spans, same
+  dropping provider.
 - ``anchors``: today's usual stack: asgi-correlation-id, prometheus-fastapi-instrumentator,
   opentelemetry-instrumentation-fastapi and SQLSpec's built-in metrics and tracing, with the same dropping
   span processor.
 
-Run with ``uvicorn benchmarks.app:app`` and ``DATABASE_URL`` set (``benchmarks/http.py`` does it).
+Run with ``uvicorn --factory benchmarks.app:create_app`` and ``DATABASE_URL`` set (``benchmarks/throughput.py``
+does it); nothing is built at import time.
 """
 
 import os
@@ -26,7 +30,8 @@ from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
 
 __all__ = ("VARIANTS", "create_app")
 
-VARIANTS = ("bare", "ops", "ops_tracing", "anchors")
+VARIANTS = ("bare", "ops", "ops_tracing", "ops_traced", "anchors")
+_TRACED = ("ops_tracing", "ops_traced", "anchors")
 
 
 def _dropping_provider() -> Any:
@@ -49,7 +54,7 @@ def create_app(variant: str | None = None) -> FastAPI:
         raise ValueError(msg)
     pool_size = int(os.environ.get("BENCH_POOL_SIZE", "8"))
     connection_config = {"dsn": os.environ["DATABASE_URL"], "min_size": pool_size, "max_size": pool_size}
-    provider = _dropping_provider() if variant in ("ops_tracing", "anchors") else None
+    provider = _dropping_provider() if variant in _TRACED else None
     extension_config: dict[str, Any] = {}
     if variant == "anchors":
         extension_config = {"prometheus": {}, "otel": {"tracer_provider": provider}}
@@ -92,10 +97,10 @@ def create_app(variant: str | None = None) -> FastAPI:
 
 
 def _instrument(app: FastAPI, spec: SQLSpec, variant: str, provider: Any) -> None:
-    if variant in ("ops", "ops_tracing"):
+    if variant in ("ops", "ops_tracing", "ops_traced"):
         from sqlspec_ops import SQLSpecOps  # noqa: PLC0415
 
-        SQLSpecOps(spec, tracer_provider=provider).instrument(app)
+        SQLSpecOps(spec, tracer_provider=provider, server_spans=variant == "ops_traced").instrument(app)
     elif variant == "anchors":
         from asgi_correlation_id import CorrelationIdMiddleware  # noqa: PLC0415
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor  # noqa: PLC0415
@@ -104,6 +109,3 @@ def _instrument(app: FastAPI, spec: SQLSpec, variant: str, provider: Any) -> Non
         app.add_middleware(CorrelationIdMiddleware)
         Instrumentator().instrument(app).expose(app, endpoint="/metrics")
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-
-
-app = create_app() if "DATABASE_URL" in os.environ else None

@@ -1,9 +1,10 @@
-"""HTTP throughput of the four variants of ``benchmarks/app.py``, measured with wrk on loopback.
+"""HTTP throughput of the five variants of ``benchmarks/app.py``, measured with wrk on loopback.
 
 Usage::
 
     .venv/bin/python -m benchmarks.throughput                 # full run (several minutes)
     .venv/bin/python -m benchmarks.throughput --quick         # seconds-long smoke run
+    .venv/bin/python -m benchmarks.throughput --profile ops   # py-spy profile of one variant's /users under wrk
 
 It starts a throwaway PostgreSQL (``tests/support/postgres.py``), seeds 1,000 users, then for every round and
 every variant (order rotated each round so machine drift cancels) starts a real uvicorn (1 worker, uvloop,
@@ -71,7 +72,7 @@ class Server:
         if multiproc_dir:
             env["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
         command = [
-            *pin, sys.executable, "-m", "uvicorn", "benchmarks.app:app",
+            *pin, sys.executable, "-m", "uvicorn", "--factory", "benchmarks.app:create_app",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
@@ -225,6 +226,57 @@ def memory(dsn: str, total_requests: int) -> dict[str, Any]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def profile(dsn: str, variant: str, seconds: float, top: int) -> None:
+    """Sample one variant's server with py-spy while wrk drives ``/users``; print CPU µs per request by function.
+
+    A function's figure is its share of the samples (inclusive: with everything it calls; self: its own lines)
+    times the server's CPU time per request, measured from ``/proc`` over the same window.
+    """
+    server_pin, load_pin = _cpus()
+    server = Server(variant, dsn, server_pin)
+    try:
+        wrk(server.url, "/users/1", 2.0, load_pin)  # warm-up
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "stacks.txt"
+            spy = subprocess.Popen([
+                "py-spy", "record", "--pid", str(server.process.pid), "--rate", "997", "--format", "raw",
+                "--output", str(raw), "--duration", str(round(seconds)), "--nonblocking",
+            ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(0.5)
+            cpu = _cpu_seconds(server.process.pid)
+            done = wrk(server.url, "/users/1", seconds - 1, load_pin)["requests"]
+            cpu = _cpu_seconds(server.process.pid) - cpu
+            spy.wait()
+            stacks = raw.read_text().splitlines()
+    finally:
+        server.stop()
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in stacks:
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        # "function (path/file.py:line)" -> "function file.py": one entry per function, whatever the line
+        frames = [
+            f"{frame.split(' (', 1)[0]} {frame.rsplit('/', 1)[-1].split(':', 1)[0]}" for frame in stack.split(";")
+        ]
+        total += count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    per_request = cpu / done * 1e6
+    print(f"{variant}: {done:.0f} requests, server CPU {per_request:.0f} µs per request, {total} samples")
+    for title, table in (("inclusive", inclusive), ("self", own)):
+        print(f"-- {title} µs per request")
+        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            print(f"{count / total * per_request:8.1f}  {frame}")
+
+
 def _markdown(data: dict[str, Any]) -> str:
     lines = [
         (
@@ -266,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (1 round, 1 s, no memory)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--profile", choices=VARIANTS, help="py-spy profile of one variant's /users instead")
+    parser.add_argument("--top", type=int, default=60, help="functions listed by --profile")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.memory_requests = 1, 1.0, 0
@@ -278,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         if load_pin and pg.pid is not None:
             subprocess.run(["taskset", "-a", "-pc", load_pin[-1], str(pg.pid)], capture_output=True, check=False)
         asyncio.run(_seed(pg.dsn))
+        if args.profile:
+            profile(pg.dsn, args.profile, max(args.seconds, 3.0), args.top)
+            return 0
         data: dict[str, Any] = {
             "measured_at": time.strftime("%Y-%m-%d"),
             "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",

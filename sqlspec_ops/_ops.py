@@ -6,13 +6,15 @@
    ``ObservabilityConfig``, then the config is re-added so SQLSpec rebuilds its runtime);
 2. installs a pool proxy as each config's ``connection_instance`` (no I/O: the driver pool opens at startup
    or on first use);
-3. wraps the app's middleware stack with the request-ID middleware, outermost (outside Starlette's
+3. with ``server_spans=True``, has OpenTelemetry's FastAPI (or ASGI) instrumentation make the request's server
+   span (``_server_spans``), inside what comes next;
+4. wraps the app's middleware stack with the request-ID middleware, outermost (outside Starlette's
    ``ServerErrorMiddleware``, so even responses of unhandled exceptions carry the ID), with a shortcut that
    serves the ``/ops`` endpoints from a private app before the app's own middleware runs;
-4. composes startup/shutdown (``_lifecycle``) around the app's own lifespan.
+5. composes startup/shutdown (``_lifecycle``) around the app's own lifespan.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +39,7 @@ from sqlspec_ops._refusals import RefusingTraffic, TrafficRefusals
 from sqlspec_ops._report import pools_report
 from sqlspec_ops._requests import RequestTelemetry
 from sqlspec_ops._router import build_router, pool_exhausted
+from sqlspec_ops._server_spans import install_server_spans, server_spans_conflict
 from sqlspec_ops._server_view import default_application_name
 from sqlspec_ops._statements import StatementTelemetry
 
@@ -108,7 +111,8 @@ class SQLSpecOps:
             server_stats_interval: Seconds between reads of the database's own view of this app; None off.
             ready_when_saturated: Keep ``/ready`` at 200 (check ``warn``) while a saturated pool still completes
                 statements, instead of failing every replica of a busy service at once.
-            server_spans: Also make the request's SERVER span (through opentelemetry-instrumentation-fastapi).
+            server_spans: Also make the request's SERVER span (opentelemetry-instrumentation-fastapi; its ASGI
+                middleware for Starlette), carrying ``request.id``, without its per-message send/receive spans.
             loop_lag_interval: Seconds between event-loop lag samples per worker; None off.
 
         Raises:
@@ -144,7 +148,9 @@ class SQLSpecOps:
         self.metrics = metrics_for(registry)
         self.databases: list[Database] = discover(spec)
         self.request_telemetry = RequestTelemetry(
-            server_timing=server_timing, max_queries_per_request=max_queries_per_request
+            server_timing=server_timing,
+            max_queries_per_request=max_queries_per_request,
+            tag_server_span=not server_spans,  # with server_spans the instrumentation's hook tags the span
         )
         self.health = HealthChecker(
             self.pools,
@@ -238,8 +244,9 @@ class SQLSpecOps:
 
         Raises:
             TypeError: If ``app`` is not a Starlette (or FastAPI) application.
-            RuntimeError: If the app already built its middleware stack (it is serving), or another
-                ``SQLSpecOps`` instrumented it.
+            RuntimeError: If the app already built its middleware stack (it is serving), another
+                ``SQLSpecOps`` instrumented it, or ``server_spans=True`` meets an app that
+                opentelemetry-instrumentation-fastapi instrumented already.
 
         """
         if not isinstance(app, Starlette):
@@ -254,11 +261,16 @@ class SQLSpecOps:
         if app.middleware_stack is not None:
             msg = "SQLSpecOps.instrument(app) must be called before the app starts serving requests"
             raise RuntimeError(msg)
+        if self.options.server_spans and (conflict := server_spans_conflict(app)) is not None:
+            raise RuntimeError(conflict)
         title = app.title if isinstance(app, FastAPI) else None
         ops_app = self._ops_app(title)  # nothing changed if this fails
         self._app_title = title
         self.install()
-        self._wrap_middleware(app, ops_app)
+        # The server span's instrumentation goes in first, so the request-ID middleware wraps it: the ID is bound
+        # before the span starts, and statement spans start inside it.
+        wrap_stack = install_server_spans(app, self.options.tracer_provider) if self.options.server_spans else None
+        self._wrap_middleware(app, ops_app, wrap_stack)
         if PoolAcquireTimeout not in app.exception_handlers:
             app.add_exception_handler(PoolAcquireTimeout, pool_exhausted)
         self._wrap_lifespan(app)
@@ -316,13 +328,16 @@ class SQLSpecOps:
         ops_app.include_router(self.router)
         return ops_app
 
-    def _wrap_middleware(self, app: Starlette, ops_app: ASGIApp) -> None:
+    def _wrap_middleware(
+        self, app: Starlette, ops_app: ASGIApp, wrap_stack: Callable[[ASGIApp], ASGIApp] | None = None
+    ) -> None:
         build = app.build_middleware_stack
 
         def build_middleware_stack() -> ASGIApp:
             stack = build()
+            inner = stack if wrap_stack is None else wrap_stack(stack)
             outer: ASGIApp = RequestIdMiddleware(
-                PrefixShortcut(stack, ops_app, self.options.prefix),
+                PrefixShortcut(inner, ops_app, self.options.prefix),
                 self.options.header_name,
                 hooks=self.request_telemetry,
             )

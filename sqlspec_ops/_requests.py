@@ -28,23 +28,28 @@ current_tally = _tally.get
 class RequestTelemetry:
     """Request hooks: start a tally, add ``Server-Timing``, flag N+1 patterns, tag the server span."""
 
-    __slots__ = ("_tag_span", "max_queries_per_request", "server_timing")
+    __slots__ = ("_tag_server_span", "_tag_span", "max_queries_per_request", "server_timing")
 
-    def __init__(self, *, server_timing: bool, max_queries_per_request: int | None) -> None:
+    def __init__(
+        self, *, server_timing: bool, max_queries_per_request: int | None, tag_server_span: bool = True
+    ) -> None:
         """Configure the per-request behaviour.
 
         Args:
             server_timing: Add ``Server-Timing: db;dur=..;desc="N queries"`` to responses.
             max_queries_per_request: Log a warning when a request runs more statements; None disables.
+            tag_server_span: Put the request ID on the span current when the request starts (off when
+                sqlspec-ops makes the server span itself and tags it from the instrumentation's hook).
 
         """
         self.server_timing = server_timing
         self.max_queries_per_request = max_queries_per_request
+        self._tag_server_span = tag_server_span
         self._tag_span = False
 
     def bind_tracing(self, *, enabled: bool) -> None:
         """Say whether spans are recorded (known at startup only: the global tracer provider may be set late)."""
-        self._tag_span = enabled
+        self._tag_span = enabled and self._tag_server_span
 
     def on_start(self, scope: Scope, request_id: str) -> RequestTally:
         """Begin a request: a fresh tally becomes current."""
