@@ -15,8 +15,9 @@ or on MySQL/MariaDB through asyncmy (``pip install 'sqlspec-ops[asyncmy]'``)::
 What it shows: users CRUD with explicit ``begin/commit/rollback`` through a dependency around
 ``spec.provide_session(config)``; ``/dashboard`` reading two databases (bind keys ``primary`` and
 ``analytics``); a background task that opens its own session to write an audit row; a WebSocket at ``/ws``;
-``/ping`` (no database). ``/demo/slow`` and ``/demo/fail`` are demo routes for dashboards and load tests (a
-statement that holds a connection, a statement that fails).
+``/ping`` (no database). ``/demo/slow``, ``/demo/hold``, ``/demo/transaction``, ``/demo/block`` and
+``/demo/fail`` are demo routes for dashboards and load tests (a statement that holds a connection, a connection
+held while nothing runs on it, a transaction left open, a blocked event loop, a statement that fails).
 
 Environment:
     DATABASE_URL: ``postgresql://`` (asyncpg) or ``mysql://`` (asyncmy) URL of the ``primary`` database; unset:
@@ -25,17 +26,20 @@ Environment:
     SQLITE_DIR: where the SQLite files live (default ``examples/.data``, else a temporary directory).
     POOL_MIN_SIZE, POOL_MAX_SIZE: pool sizes of each database (default 1 and 10).
     ACQUIRE_TIMEOUT: seconds a pool acquire may wait before failing (default: wait).
+    LEAK_THRESHOLD: seconds a connection may be held before it is reported as a possible leak (default: off).
+    SERVER_STATS_INTERVAL: seconds between reads of the database's own view of the app (default 15).
     HOST, PORT: where ``python examples/app.py`` listens (default 127.0.0.1:8000).
     LOG_FORMAT: ``json``, ``console`` or ``off`` (leave logging alone); default JSON unless stdout is a TTY.
     LOG_LEVEL: root log level (default INFO).
     PRINT_SQL: ``1`` logs every statement through SQLSpec's ``sqlspec.sql`` logger (without parameters).
-    SQLSPEC_OPS_TOKEN: bearer token required by ``/ops/metrics`` and ``/ops/pools``.
+    SQLSPEC_OPS_TOKEN: the token required by ``/ops/metrics``, ``/ops/pools`` and the status page ``/ops/``.
 """
 
 import asyncio
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -347,9 +351,15 @@ def _other_router(dbs: Databases) -> APIRouter:
         except WebSocketDisconnect:
             log.info("ws.closed")
 
-    # -- demo routes for dashboards and load tests ------------------------------------------------------------
+    return router
 
-    @router.get("/demo/slow")
+
+def _demo_router(dbs: Databases) -> APIRouter:
+    """Routes that make every dashboard panel and alert show something under load."""
+    router = APIRouter(prefix="/demo")
+    primary_session = Annotated[Session, Depends(dbs.session(dbs.primary))]
+
+    @router.get("/slow")
     async def demo_slow(db: primary_session, seconds: Annotated[float, Query(ge=0, le=10)] = 0.25) -> dict[str, Any]:
         """Demo: hold a primary connection for ``seconds`` (a slow statement on PostgreSQL)."""
         if dbs.postgres:
@@ -361,7 +371,33 @@ def _other_router(dbs: Databases) -> APIRouter:
             await asyncio.sleep(seconds)
         return {"slept": seconds}
 
-    @router.get("/demo/fail")
+    @router.get("/hold")
+    async def demo_hold(db: primary_session, seconds: Annotated[float, Query(ge=0, le=10)] = 1.0) -> dict[str, Any]:
+        """Demo: keep the connection across a slow call that is not the database's (held but idle; a leak)."""
+        await db.select_value("SELECT 1")
+        await asyncio.sleep(seconds)  # an external API call, say, while the session stays open
+        return {"held": seconds}
+
+    @router.get("/transaction")
+    async def demo_transaction(
+        db: primary_session, seconds: Annotated[float, Query(ge=0, le=10)] = 1.0
+    ) -> dict[str, Any]:
+        """Demo: an open transaction that waits (idle in transaction; a second one waits for its row lock)."""
+        await db.begin()
+        try:
+            await db.execute("UPDATE users SET name = name WHERE id = (SELECT min(id) FROM users)")
+            await asyncio.sleep(seconds)
+        finally:
+            await db.rollback()
+        return {"held": seconds}
+
+    @router.get("/block")
+    async def demo_block(seconds: Annotated[float, Query(ge=0, le=2)] = 0.3) -> dict[str, Any]:
+        """Demo: block the event loop with a synchronous call (loop lag, which is not a slow database)."""
+        time.sleep(seconds)  # noqa: ASYNC251 - the blocking call is the point of this route
+        return {"blocked": seconds}
+
+    @router.get("/fail")
     async def demo_fail(db: primary_session) -> dict[str, Any]:
         """Demo: a statement that fails (unknown table), left unhandled so the client gets a 500."""
         return {"count": await db.select_value("SELECT count(*) FROM demo_missing_table")}
@@ -410,7 +446,14 @@ def create_app() -> FastAPI:
     app.state.database = database
     app.include_router(_users_router(dbs))
     app.include_router(_other_router(dbs))
-    return SQLSpecOps(spec, acquire_timeout=_env_float("ACQUIRE_TIMEOUT")).instrument(app)
+    app.include_router(_demo_router(dbs))
+    stats_interval = _env_float("SERVER_STATS_INTERVAL")
+    return SQLSpecOps(
+        spec,
+        acquire_timeout=_env_float("ACQUIRE_TIMEOUT"),
+        leak_threshold=_env_float("LEAK_THRESHOLD"),
+        server_stats_interval=15.0 if stats_interval is None else stats_interval,
+    ).instrument(app)
 
 
 def _log_settings() -> tuple[str, str]:

@@ -4,7 +4,8 @@ One module-wide stack: the example app (``examples/app.py``) served by uvicorn w
 prometheus_client's multiprocess mode against the harness PostgreSQL, with pools of two connections and an
 acquire timeout so callers wait and some give up; a real Prometheus started with ``examples/prometheus.yml``
 (only targets, paths and intervals changed: 1 s scrapes) and ``dashboards/alerts.yml``. A short mixed load
-runs (CRUD, two-database reads, slow statements that starve the pool, failing statements), then every query
+runs (CRUD, two-database reads, slow statements that starve the pool, failing statements, a connection held
+past ``leak_threshold``, transactions left open on one row, a blocked event loop), then every query
 goes through Prometheus's HTTP API with the template variables resolved the way Grafana resolves them.
 """
 
@@ -101,6 +102,8 @@ def _app_env(workdir: Path, pg: PostgresServer, token: str) -> dict[str, str]:
         "POOL_MIN_SIZE": "1",
         "POOL_MAX_SIZE": "2",
         "ACQUIRE_TIMEOUT": "0.5",
+        "LEAK_THRESHOLD": "1",
+        "SERVER_STATS_INTERVAL": "0.5",
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
         "SQLSPEC_OPS_TOKEN": token,
         "LOG_FORMAT": "json",
@@ -176,6 +179,15 @@ async def _drive_load(base_url: str) -> None:
         # timeout: some wait, some give up (HTTP 503).
         starved = await asyncio.gather(*(client.get("/demo/slow", params={"seconds": 1}) for _ in range(12)))
         assert any(response.status_code != httpx.codes.OK for response in starved), "no acquire timed out"
+        # The holders' signals: a connection held across a non-database wait past leak_threshold (a leak, held
+        # but idle), two transactions on one row (idle in transaction, the oldest transaction, a lock wait seen
+        # by the server-view sampler), and a handler that blocks the event loop.
+        await asyncio.gather(
+            client.get("/demo/hold", params={"seconds": 2}),
+            client.get("/demo/transaction", params={"seconds": 2}),
+            client.get("/demo/transaction", params={"seconds": 2}),
+            *(client.get("/demo/block", params={"seconds": 0.2}) for _ in range(4)),
+        )
         await client.delete(f"/users/{ids[-1]}")
         ready = await client.get("/ops/ready")
         assert ready.status_code == httpx.codes.OK, ready.text
@@ -310,6 +322,34 @@ def test_every_alert_expression_parses_and_evaluates(stack: Stack) -> None:
     eventually_blocking(every_rule_evaluated, timeout=10, interval=0.5, what="every rule to be evaluated")
     assert set(rules) == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in rules.values()), rules
+
+
+_TOP_LEVEL_OPERATORS = (" > ", " >= ", " == ", " < ", " != ", " or ")
+
+
+def _signal(expr: str) -> str:
+    """Return an alert expression's left operand: what it compares with its threshold (or combines with ``or``)."""
+    depth = 0
+    text = " ".join(expr.split())
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and (
+            text.startswith((" > ", " >= ", " == ", " < ", " != "), index) or text.startswith(" or ", index)
+        ):
+            return text[:index]
+    return text
+
+
+def test_every_alert_signal_returns_data(stack: Stack) -> None:
+    """What each alert compares with its threshold returns series under the load, so no alert watches nothing."""
+    problems = [
+        f"{rule['alert']}: {problem}\n    {_signal(rule['expr'])}"
+        for rule in alert_rules()
+        if (problem := check_expression(stack, _signal(rule["expr"]), require_data=True)) is not None
+    ]
+    assert not problems, "\n".join(problems) + "\n" + stack.logs()
+    assert _signal("sum(x) > 0.9") == "sum(x)"  # the operand is cut at the top level only
+    assert _signal("max by (a) (x > 1) > on (a) max by (a) (y)") == "max by (a) (x > 1)"
 
 
 def test_the_checker_rejects_wrong_expressions(stack: Stack) -> None:
