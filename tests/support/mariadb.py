@@ -16,13 +16,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import asyncmy
 
 from tests.support.postgres import free_port
 from tests.support.processes import stop_process
+from tests.support.servers import ThrowawayServer
 
 __all__ = ("APP_DATABASE", "APP_PASSWORD", "APP_USER", "ROOT_PASSWORD", "MariaDBServer", "find_mariadbd")
 
@@ -61,7 +61,7 @@ def _server_user() -> pwd.struct_passwd | None:
         raise RuntimeError(msg) from exc
 
 
-class MariaDBServer:
+class MariaDBServer(ThrowawayServer):
     """A MariaDB server that lives as long as the object is started (restartable on the same data)."""
 
     def __init__(self, *, max_connections: int = 100, settings: dict[str, str] | None = None) -> None:
@@ -257,18 +257,3 @@ class MariaDBServer:
         """
         self.stop()
         return self.start()
-
-    def cleanup(self) -> None:
-        """Stop the server and remove its temporary directory."""
-        self.stop()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        """Start the server for a ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Stop the server and delete its files."""
-        self.cleanup()

@@ -17,8 +17,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from tests.support.servers import ThrowawayServer
 
 __all__ = ("APP_PASSWORD", "PostgresServer", "find_pg_bin", "free_port")
 
@@ -63,7 +64,7 @@ def _as_postgres() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-class PostgresServer:
+class PostgresServer(ThrowawayServer):
     """A PostgreSQL cluster that lives as long as the object is started."""
 
     def __init__(self, *, max_connections: int = 100, settings: dict[str, str] | None = None) -> None:
@@ -193,18 +194,3 @@ class PostgresServer:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-    def cleanup(self) -> None:
-        """Stop the server and remove its temporary directory."""
-        self.stop()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        """Start the server for a ``with`` block."""
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Stop the server and delete its files."""
-        self.cleanup()
