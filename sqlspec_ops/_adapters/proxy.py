@@ -374,7 +374,9 @@ class InstrumentedPool:
             found += 1
             self.leaks += 1
             self._leaks.inc()
-            self._log_leak(holder, now - holder.acquired, threshold, event_loop_lag_ms)
+            # The loop's recent lag goes with it: a blocked loop also keeps connections out longer.
+            lag_ms = event_loop_lag_ms if event_loop_lag_ms is not None else recent_max_ms()
+            self._log_leak(holder, now - holder.acquired, threshold, lag_ms)
         return found
 
     def _log_leak(self, holder: Holder, held: float, threshold: float, lag_ms: float | None) -> None:
