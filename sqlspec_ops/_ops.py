@@ -284,7 +284,8 @@ class SQLSpecOps:
             adapter = db.adapter
             if adapter is None:
                 continue
-            if db.statements is None:
+            created = db.statements is None
+            if created:
                 db.statements = StatementTelemetry(
                     pool_name=db.name,
                     target=db.target,
@@ -292,10 +293,6 @@ class SQLSpecOps:
                     metrics=self.metrics,
                     slow_query_threshold=self.options.slow_query_threshold,
                 )
-                db.config.observability_config = ObservabilityConfig.merge(
-                    db.config.observability_config, db.statements.observability_config()
-                )
-                self.spec.add_config(db.config)  # re-adding rebuilds SQLSpec's runtime with the hooks
             if db.pool is None:
                 current = db.config.connection_instance
                 if isinstance(current, InstrumentedPool):  # another SQLSpecOps got there first: share its proxy
@@ -310,14 +307,48 @@ class SQLSpecOps:
                         acquire_timeout=self.options.acquire_timeout,
                         leak_threshold=self.options.leak_threshold,
                     )
-            if db.statements is not None:
-                db.statements.holders = db.pool.current_holder
+            statements = db.statements
+            if statements is not None:
+                statements.holders = db.pool.current_holder
+                if created:
+                    self._register_statement_timing(db, statements)
             if not db.pool.is_open and db.config.connection_instance in (None, db.pool):
                 db.pool.application_name = adapter.apply_application_name(db.config, application_name)
                 adapter.time_connects(db.config, self.metrics.connection_create_time.labels(db.name).observe)
             elif db.pool.application_name is None:
                 db.pool.application_name = adapter.application_name(db.config)
             db.pool.reattach()  # adopts a driver pool the app already created; no I/O
+
+    def _register_statement_timing(self, db: Database, statements: StatementTelemetry) -> None:
+        """Time the config's statements on the driver's own extension point, else with SQLSpec's hooks.
+
+        The driver's path is taken only while SQLSpec would otherwise stay on its idle execution path (no
+        lifecycle hook, statement observer or span of the user's own: ``print_sql``, SQLSpec's Prometheus or
+        OpenTelemetry extensions...) and the driver's pool is not made yet; SQLSpec then never runs its
+        instrumented path for this config. Otherwise its hooks are registered as before (the user's features
+        need that path anyway).
+        """
+        adapter = db.adapter
+        pool = db.pool
+        if adapter is not None and adapter.times_statements:
+            # Re-adding rebuilds SQLSpec's runtime from the config as it is now (an app may have changed its
+            # observability_config after adding it), so is_idle below tells what the user asked SQLSpec for.
+            self.spec.add_config(db.config)
+        if (
+            adapter is not None
+            and adapter.times_statements
+            and pool is not None
+            and not pool.is_open
+            and db.config.connection_instance in (None, pool)
+            and db.config.get_observability_runtime().is_idle
+            and adapter.time_statements(db.config, pool, statements)
+        ):
+            statements.driver_timed = True
+            return
+        db.config.observability_config = ObservabilityConfig.merge(
+            db.config.observability_config, statements.observability_config()
+        )
+        self.spec.add_config(db.config)  # re-adding rebuilds SQLSpec's runtime with the hooks
 
     def _ops_app(self, title: str | None) -> FastAPI:
         """Build the private app serving the ops routes: FastAPI's request plumbing without the app's middleware.
