@@ -2,8 +2,10 @@
 
 ``SQLSpecOps(spec).instrument(app)`` does, in this order:
 
-1. registers statement hooks on every supported SQLSpec config (merged into the config's own
-   ``ObservabilityConfig``, then the config is re-added so SQLSpec rebuilds its runtime);
+1. has every supported SQLSpec config's statements timed: by the driver where its adapter can
+   (``Adapter.times_statements``: asyncpg's ``connection_class``) and SQLSpec is otherwise idle, else by
+   statement hooks merged into the config's own ``ObservabilityConfig`` (then the config is re-added so SQLSpec
+   rebuilds its runtime);
 2. installs a pool proxy as each config's ``connection_instance`` (no I/O: the driver pool opens at startup
    or on first use);
 3. with ``server_spans=True``, has OpenTelemetry's FastAPI (or ASGI) instrumentation make the request's server
@@ -278,7 +280,7 @@ class SQLSpecOps:
         return app
 
     def install(self) -> None:
-        """Register the statement hooks and the pool proxies on the SQLSpec configs (idempotent, no I/O)."""
+        """Register statement timing and the pool proxies on the SQLSpec configs (idempotent, no I/O)."""
         application_name = default_application_name(self.options.application_name, self._app_title)
         for db in self.databases:
             adapter = db.adapter
