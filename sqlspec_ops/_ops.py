@@ -2,8 +2,10 @@
 
 ``SQLSpecOps(spec).instrument(app)`` does, in this order:
 
-1. registers statement hooks on every supported SQLSpec config (merged into the config's own
-   ``ObservabilityConfig``, then the config is re-added so SQLSpec rebuilds its runtime);
+1. has every supported SQLSpec config's statements timed: by the driver where its adapter can
+   (``Adapter.times_statements``: asyncpg's ``connection_class``) and SQLSpec is otherwise idle, else by
+   statement hooks merged into the config's own ``ObservabilityConfig`` (then the config is re-added so SQLSpec
+   rebuilds its runtime);
 2. installs a pool proxy as each config's ``connection_instance`` (no I/O: the driver pool opens at startup
    or on first use);
 3. with ``server_spans=True``, has OpenTelemetry's FastAPI (or ASGI) instrumentation make the request's server
@@ -278,13 +280,14 @@ class SQLSpecOps:
         return app
 
     def install(self) -> None:
-        """Register the statement hooks and the pool proxies on the SQLSpec configs (idempotent, no I/O)."""
+        """Register statement timing and the pool proxies on the SQLSpec configs (idempotent, no I/O)."""
         application_name = default_application_name(self.options.application_name, self._app_title)
         for db in self.databases:
             adapter = db.adapter
             if adapter is None:
                 continue
-            if db.statements is None:
+            created = db.statements is None
+            if created:
                 db.statements = StatementTelemetry(
                     pool_name=db.name,
                     target=db.target,
@@ -292,10 +295,6 @@ class SQLSpecOps:
                     metrics=self.metrics,
                     slow_query_threshold=self.options.slow_query_threshold,
                 )
-                db.config.observability_config = ObservabilityConfig.merge(
-                    db.config.observability_config, db.statements.observability_config()
-                )
-                self.spec.add_config(db.config)  # re-adding rebuilds SQLSpec's runtime with the hooks
             if db.pool is None:
                 current = db.config.connection_instance
                 if isinstance(current, InstrumentedPool):  # another SQLSpecOps got there first: share its proxy
@@ -310,14 +309,48 @@ class SQLSpecOps:
                         acquire_timeout=self.options.acquire_timeout,
                         leak_threshold=self.options.leak_threshold,
                     )
-            if db.statements is not None:
-                db.statements.holders = db.pool.current_holder
+            statements = db.statements
+            if statements is not None:
+                statements.holders = db.pool.current_holder
+                if created:
+                    self._register_statement_timing(db, statements)
             if not db.pool.is_open and db.config.connection_instance in (None, db.pool):
                 db.pool.application_name = adapter.apply_application_name(db.config, application_name)
                 adapter.time_connects(db.config, self.metrics.connection_create_time.labels(db.name).observe)
             elif db.pool.application_name is None:
                 db.pool.application_name = adapter.application_name(db.config)
             db.pool.reattach()  # adopts a driver pool the app already created; no I/O
+
+    def _register_statement_timing(self, db: Database, statements: StatementTelemetry) -> None:
+        """Time the config's statements on the driver's own extension point, else with SQLSpec's hooks.
+
+        The driver's path is taken only while SQLSpec would otherwise stay on its idle execution path (no
+        lifecycle hook, statement observer or span of the user's own: ``print_sql``, SQLSpec's Prometheus or
+        OpenTelemetry extensions...) and the driver's pool is not made yet; SQLSpec then never runs its
+        instrumented path for this config. Otherwise its hooks are registered as before (the user's features
+        need that path anyway).
+        """
+        adapter = db.adapter
+        pool = db.pool
+        if adapter is not None and adapter.times_statements:
+            # Re-adding rebuilds SQLSpec's runtime from the config as it is now (an app may have changed its
+            # observability_config after adding it), so is_idle below tells what the user asked SQLSpec for.
+            self.spec.add_config(db.config)
+        if (
+            adapter is not None
+            and adapter.times_statements
+            and pool is not None
+            and not pool.is_open
+            and db.config.connection_instance in (None, pool)
+            and db.config.get_observability_runtime().is_idle
+            and adapter.time_statements(db.config, pool, statements)
+        ):
+            statements.driver_timed = True
+            return
+        db.config.observability_config = ObservabilityConfig.merge(
+            db.config.observability_config, statements.observability_config()
+        )
+        self.spec.add_config(db.config)  # re-adding rebuilds SQLSpec's runtime with the hooks
 
     def _ops_app(self, title: str | None) -> FastAPI:
         """Build the private app serving the ops routes: FastAPI's request plumbing without the app's middleware.

@@ -1,4 +1,9 @@
-"""Per-statement telemetry from SQLSpec's lifecycle hooks: duration metric, spans, request tally, slow log.
+"""Per-statement telemetry: duration metric, spans, request tally, holds, captures, slow log.
+
+Two paths feed the same recording (:meth:`StatementTelemetry.begin` and :meth:`StatementTelemetry.finish`): a
+driver's own extension point where the adapter has one (``Adapter.times_statements``; asyncpg's
+``connection_class``, see ``_adapters/asyncpg.py``), which leaves SQLSpec on its idle execution path, and
+otherwise SQLSpec's lifecycle hooks, described below.
 
 SQLSpec's statement observers only see successful statements; failures reach only the ``on_error`` hook. So
 sqlspec-ops registers three hooks per config: ``on_query_start`` notes the time (and starts the span),
@@ -39,7 +44,8 @@ logger = logging.getLogger("sqlspec_ops.queries")
 
 # (start time, span or None, holder or None) of the statement running in this task; hooks of one statement run
 # in one task.
-_statement: ContextVar[tuple[float, Any, Holder | None] | None] = ContextVar("sqlspec_ops_statement", default=None)
+_Started = tuple[float, Any, Holder | None]
+_statement: ContextVar[_Started | None] = ContextVar("sqlspec_ops_statement", default=None)
 _CANCELLED = "CancelledError"
 _SHAPE_CACHE_SIZE = 4096
 
@@ -81,6 +87,8 @@ class StatementTelemetry:
         # The pool proxy's "current holder" variable (set when the proxy is installed): statements are counted
         # into the hold of the connection they run on.
         self.holders: _ContextVar[Holder | None] | None = None
+        # True once the driver itself times this config's statements (no SQLSpec hook is registered then).
+        self.driver_timed = False
 
     def bind_tracer(self, tracer: "Tracer | None") -> None:
         """Start spans with this tracer (None: no spans).
@@ -109,54 +117,113 @@ class StatementTelemetry:
 
     def on_query_start(self, context: dict[str, Any]) -> None:
         """Note when the statement started; start its span (a child of the current one)."""
-        tracer = self._tracer
-        span = None if tracer is None else self._start_span(tracer, context)
         holders = self.holders
-        holder = active_holder(holders) if holders is not None else None
-        now = perf_counter()
-        if holder is not None:
-            if holder.started:  # the previous statement on this connection was cut off and the hold goes on
-                self.cancelled(holder, None, now)
-            holder.started = now
-            holder.span = span
-            holder.operation = context.get("operation") or "UNKNOWN"
-            holder.sql_key = context.get("sql") or ""
-            holder.telemetry = self
-        _statement.set((now, span, holder))
+        _statement.set(
+            self.begin(
+                context.get("sql") or "",
+                context.get("operation") or "UNKNOWN",
+                context.get("correlation_id"),
+                active_holder(holders) if holders is not None else None,
+            )
+        )
 
     def on_query_complete(self, context: dict[str, Any]) -> None:
         """Record a successful statement."""
         started = _statement.get()
         if started is None:
             return
-        duration = perf_counter() - started[0]
         _statement.set(None)
-        _end_hold_statement(started[2], duration)
-        operation = context.get("operation") or "UNKNOWN"
-        child = self._ok.get(operation)
-        if child is None:
-            child = self._ok[operation] = self._histogram.labels(self.target.db_system, operation, self.pool_name, "")
-        _observe(child, duration)
-        if _captures:  # sqlspec_ops.testing: the whole cost when no test captures statements
-            _capture(self.pool_name, operation, context.get("sql") or "", duration, failed=False)
-        span = started[1]
-        if span is not None:
-            span.end()
-        threshold = self.slow_query_threshold
-        if threshold is not None and duration >= threshold:
-            self._log_slow(context, duration, threshold)
+        self.finish(
+            started,
+            context.get("operation") or "UNKNOWN",
+            context.get("sql") or "",
+            context.get("correlation_id"),
+            failed=False,
+        )
 
     def on_error(self, context: dict[str, Any]) -> None:
         """Record a failed statement with its error type (and the database's own code on the span)."""
         started = _statement.get()
         if started is None:
             return
-        duration = perf_counter() - started[0]
         _statement.set(None)
+        self.finish(
+            started,
+            context.get("operation") or "UNKNOWN",
+            context.get("sql") or "",
+            context.get("correlation_id"),
+            failed=True,
+            exc=context.get("exception"),
+        )
+
+    # -- the recording both paths share (SQLSpec's hooks above, a driver's own hook in _adapters) ------
+
+    def begin(self, sql: str, operation: str, request_id: str | None, holder: Holder | None) -> _Started:
+        """Start measuring one statement: its span (a child of the current one) and its holder's fields.
+
+        Args:
+            sql: The SQL text as sent to the driver (a cache key; never put into anything emitted as is).
+            operation: The operation name (``SELECT``, ``INSERT``, ``DDL``...).
+            request_id: The current request's ID (span attribute), or None.
+            holder: The hold of the connection the statement runs on, or None.
+
+        Returns:
+            What :meth:`finish` needs: the start time, the span (or None) and the holder.
+
+        """
+        tracer = self._tracer
+        span = None if tracer is None else self._start_span(tracer, sql, operation, request_id)
+        now = perf_counter()
+        if holder is not None:
+            if holder.started:  # the previous statement on this connection was cut off and the hold goes on
+                self.cancelled(holder, None, now)
+            holder.started = now
+            holder.span = span
+            holder.operation = operation
+            holder.sql_key = sql
+            holder.telemetry = self
+        return (now, span, holder)
+
+    def finish(
+        self,
+        started: _Started,
+        operation: str,
+        sql: str,
+        request_id: str | None,
+        *,
+        failed: bool,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Record one statement begun by :meth:`begin`: histogram, tally, hold, capture, span, slow log.
+
+        Args:
+            started: What :meth:`begin` returned.
+            operation: The operation name.
+            sql: The SQL text (masked before it is captured or logged).
+            request_id: The current request's ID (slow-statement log), or None.
+            failed: Whether the statement raised.
+            exc: What it raised (its SQLSTATE or class is the ``error_type``); None when failed but not known.
+
+        """
+        duration = perf_counter() - started[0]
         _end_hold_statement(started[2], duration)
-        exc = context.get("exception")
+        span = started[1]
+        if not failed:
+            child = self._ok.get(operation)
+            if child is None:
+                child = self._ok[operation] = self._histogram.labels(
+                    self.target.db_system, operation, self.pool_name, ""
+                )
+            _observe(child, duration)
+            if _captures:  # sqlspec_ops.testing: the whole cost when no test captures statements
+                _capture(self.pool_name, operation, sql, duration, failed=False)
+            if span is not None:
+                span.end()
+            threshold = self.slow_query_threshold
+            if threshold is not None and duration >= threshold:
+                self._log_slow(sql, operation, request_id, duration, threshold)
+            return
         error_type, status_code = error_details(self.adapter, exc) if exc is not None else ("_OTHER", None)
-        operation = context.get("operation") or "UNKNOWN"
         key = (operation, error_type)
         child = self._failed.get(key)
         if child is None:
@@ -165,8 +232,7 @@ class StatementTelemetry:
             )
         _observe(child, duration)
         if _captures:
-            _capture(self.pool_name, operation, context.get("sql") or "", duration, failed=True)
-        span = started[1]
+            _capture(self.pool_name, operation, sql, duration, failed=True)
         if span is not None:
             fail_span(span, error_type, status_code)
             span.end()
@@ -217,24 +283,20 @@ class StatementTelemetry:
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _start_span(self, tracer: "Tracer", context: dict[str, Any]) -> Any:
-        key = cache_key(context.get("sql") or "")
+    def _start_span(self, tracer: "Tracer", sql: str, operation: str, request_id: str | None) -> Any:
+        key = cache_key(sql)
         cached = self._spans.get(key)
         if cached is None:
             if len(self._spans) >= _SHAPE_CACHE_SIZE:  # bound the cache: SQL with inlined literals never repeats
                 self._spans.clear()
-            cached = self._spans[key] = span_name_and_attributes(
-                shape_of(key), context.get("operation") or "UNKNOWN", self.target
-            )
+            cached = self._spans[key] = span_name_and_attributes(shape_of(key), operation, self.target)
         attributes = cached[1]
-        request_id = context.get("correlation_id")
         if request_id is not None:  # passed at start: one attribute copy instead of a locked set_attribute
             attributes = {**attributes, REQUEST_ID_ATTRIBUTE: request_id}
         return tracer.start_span(cached[0], kind=self._client_kind, attributes=attributes)
 
-    def _log_slow(self, context: dict[str, Any], duration: float, threshold: float) -> None:
-        shape = shape_of(cache_key(context.get("sql") or ""))
-        operation = context.get("operation") or "UNKNOWN"
+    def _log_slow(self, sql: str, operation: str, request_id: str | None, duration: float, threshold: float) -> None:
+        shape = shape_of(cache_key(sql))
         logger.warning(
             "slow statement: %s took %.1f ms (threshold %.1f ms, pool %s, statement %s)",
             shape.summary or operation,
@@ -244,7 +306,7 @@ class StatementTelemetry:
             shape.sql_hash,
             extra={
                 "extra_fields": {
-                    "request_id": context.get("correlation_id"),
+                    "request_id": request_id,
                     "pool": self.pool_name,
                     "db.operation.name": operation,
                     "db.query.summary": shape.summary,

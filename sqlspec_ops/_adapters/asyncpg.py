@@ -1,22 +1,284 @@
-"""asyncpg: ``Pool`` has public size getters; waiters and wait times need the proxy."""
+"""asyncpg: ``Pool`` has public size getters; waiters and wait times need the proxy; statements are timed by asyncpg.
+
+Statement telemetry on asyncpg does not use SQLSpec's lifecycle hooks: SQLSpec 0.69 runs its instrumented
+execution path for every statement as soon as a config has one (about 23 µs per statement), with no switch to
+avoid it. Instead the pool is created with asyncpg's documented ``connection_class`` argument set to a subclass of
+``asyncpg.Connection`` (of the user's own ``connection_class`` when one is configured) whose ``fetch``,
+``fetchrow``, ``fetchval``, ``execute`` and ``executemany`` (what SQLSpec's asyncpg driver calls) time the call in
+the caller's task: the current span is the request's, the running statement is visible to ``/ops/pools`` while it
+runs, and a cancellation is seen as the ``CancelledError`` it is. No driver class is patched.
+
+A connection times statements only while the pool proxy has it out ("armed" at acquire, after SQLSpec's and the
+user's ``init`` ran; disarmed before the pool resets it on release), so asyncpg's reset query, the ``init``
+callbacks and connections sqlspec-ops borrows for itself (health pings, the server's view) are never counted.
+asyncpg's type introspection goes through private methods and is never seen either. Transaction control
+(``BEGIN``/``COMMIT``/``ROLLBACK``/savepoints, which asyncpg's ``Transaction`` and SQLSpec's ``begin()``/``commit()``
+send through ``execute``) is not counted, as SQLSpec's hooks do not see it.
+"""
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import perf_counter
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import asyncpg
+from sqlspec.utils.correlation import correlation_id_var
 
 from sqlspec_ops._adapters.base import PoolCounts
 from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
 from sqlspec_ops._adapters.proxy import AcquireReleasePool
 
-__all__ = ("AsyncpgAdapter", "AsyncpgPool")
+if TYPE_CHECKING:
+    from sqlspec_ops._holders import Holder
+    from sqlspec_ops._statements import StatementTelemetry
+
+__all__ = ("AsyncpgAdapter", "AsyncpgPool", "TimedConnection", "operation_of")
+
+# Leading keyword -> SQLSpec's operation type (sqlspec.core.compiler.OPERATION_TYPE_MAP, by statement kind).
+_OPERATIONS = {
+    "SELECT": "SELECT",
+    "VALUES": "SELECT",
+    "TABLE": "SELECT",
+    "INSERT": "INSERT",
+    "UPDATE": "UPDATE",
+    "DELETE": "DELETE",
+    "MERGE": "MERGE",
+    "CREATE": "DDL",
+    "DROP": "DDL",
+    "ALTER": "DDL",
+    "TRUNCATE": "DDL",
+    "GRANT": "DDL",
+    "REVOKE": "DDL",
+    "COMMENT": "DDL",
+    "EXECUTE": "EXECUTE",
+    "COPY": "COPY",
+}
+# Transaction control: sent by asyncpg's Transaction and SQLSpec's begin/commit/rollback, never seen by the hooks.
+_NOT_COUNTED = frozenset({"BEGIN", "START", "COMMIT", "ROLLBACK", "END", "ABORT", "SAVEPOINT", "RELEASE"})
+_WITH_BODIES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
+_OPERATION_CACHE_SIZE = 4096
+_operations: dict[str, str | None] = {}
+
+
+def _words(sql: str) -> list[str]:  # noqa: C901, PLR0912 - one small scanner, no regex per statement
+    """Return the upper-cased words outside parentheses, quotes and comments (enough to classify a statement)."""
+    words: list[str] = []
+    depth = 0
+    index = 0
+    length = len(sql)
+    current: list[str] = []
+    while index < length:
+        char = sql[index]
+        if char.isalpha() or char == "_" or (current and char.isalnum()):
+            if depth == 0:
+                current.append(char)
+            index += 1
+            continue
+        if current:
+            words.append("".join(current).upper())
+            current = []
+            if len(words) > 64:  # noqa: PLR2004 - a WITH list this long is classified by what was seen
+                break
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char in "'\"":
+            end = sql.find(char, index + 1)
+            index = length if end < 0 else end
+        elif sql.startswith("--", index):
+            end = sql.find("\n", index)
+            index = length if end < 0 else end
+        elif sql.startswith("/*", index):
+            end = sql.find("*/", index + 2)
+            index = length if end < 0 else end + 1
+        elif char == "$" and depth == 0 and not current:  # dollar quoting ($$...$$ or $tag$...$tag$)
+            close = sql.find("$", index + 1)
+            tag = sql[index : close + 1] if close > 0 else ""
+            if tag and (tag == "$$" or tag[1:-1].isidentifier()):
+                end = sql.find(tag, close + 1)
+                index = length if end < 0 else end + len(tag) - 1
+        index += 1
+    if current:
+        words.append("".join(current).upper())
+    return words
+
+
+def _classify(sql: str) -> str | None:
+    stripped = sql.lstrip()
+    if stripped.startswith("("):  # (SELECT ...) UNION (SELECT ...): the first statement inside says what it is
+        return _classify(stripped[1:])
+    words = _words(sql)
+    if not words:
+        return "COMMAND"
+    first = words[0]
+    if first in _NOT_COUNTED:
+        return None
+    if first == "WITH":
+        for word in words[1:]:
+            if word in _WITH_BODIES:
+                return word
+        return "SELECT"
+    return _OPERATIONS.get(first, "COMMAND")
+
+
+def operation_of(sql: str) -> str | None:
+    """Return the operation name SQLSpec would give a statement (None: transaction control, not counted).
+
+    Classified from the statement's leading keyword (past a ``WITH`` list, its main statement), cached per text.
+    """
+    try:
+        return _operations[sql]
+    except KeyError:
+        pass
+    operation = _classify(sql)
+    if len(_operations) >= _OPERATION_CACHE_SIZE:  # bounded: SQL with inlined literals never repeats
+        _operations.clear()
+    _operations[sql] = operation
+    return operation
+
+
+class TimedConnection(asyncpg.Connection):
+    """An ``asyncpg.Connection`` that times the calls SQLSpec's driver makes while the pool proxy has it out."""
+
+    # (telemetry, holder) while the proxy has the connection out; None otherwise (the calls pass straight on).
+    _sqlspec_ops_armed: "tuple[StatementTelemetry, Holder | None] | None" = None
+
+    def sqlspec_ops_arm(self, armed: "tuple[StatementTelemetry, Holder | None] | None") -> None:
+        """Time statements into this telemetry and hold from now on (None: stop; the pool proxy calls this)."""
+        self._sqlspec_ops_armed = armed
+
+    def sqlspec_ops_disarm(self) -> "tuple[StatementTelemetry, Holder | None] | None":
+        """Stop timing and return what was armed (sqlspec-ops' own queries: pings, the server's view, limits)."""
+        armed, self._sqlspec_ops_armed = self._sqlspec_ops_armed, None
+        return armed
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``asyncpg.Connection.fetch``, timed."""
+        armed = self._sqlspec_ops_armed
+        operation = None if armed is None else operation_of(query)
+        if operation is None or armed is None:
+            return await super().fetch(query, *args, **kwargs)
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(query, operation, request_id, armed[1])
+        try:
+            result = await super().fetch(query, *args, **kwargs)
+        except BaseException as exc:  # cancellations too: they are counted and fail the span
+            telemetry.finish(started, operation, query, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, query, request_id, failed=False)
+        return result
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``asyncpg.Connection.fetchrow``, timed."""
+        armed = self._sqlspec_ops_armed
+        operation = None if armed is None else operation_of(query)
+        if operation is None or armed is None:
+            return await super().fetchrow(query, *args, **kwargs)
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(query, operation, request_id, armed[1])
+        try:
+            result = await super().fetchrow(query, *args, **kwargs)
+        except BaseException as exc:
+            telemetry.finish(started, operation, query, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, query, request_id, failed=False)
+        return result
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``asyncpg.Connection.fetchval``, timed."""
+        armed = self._sqlspec_ops_armed
+        operation = None if armed is None else operation_of(query)
+        if operation is None or armed is None:
+            return await super().fetchval(query, *args, **kwargs)
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(query, operation, request_id, armed[1])
+        try:
+            result = await super().fetchval(query, *args, **kwargs)
+        except BaseException as exc:
+            telemetry.finish(started, operation, query, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, query, request_id, failed=False)
+        return result
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``asyncpg.Connection.execute``, timed."""
+        armed = self._sqlspec_ops_armed
+        operation = None if armed is None else operation_of(query)
+        if operation is None or armed is None:
+            return await super().execute(query, *args, **kwargs)
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(query, operation, request_id, armed[1])
+        try:
+            result = await super().execute(query, *args, **kwargs)
+        except BaseException as exc:
+            telemetry.finish(started, operation, query, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, query, request_id, failed=False)
+        return result
+
+    async def executemany(self, command: str, args: Any, **kwargs: Any) -> None:
+        """Run ``asyncpg.Connection.executemany``, timed (one statement, however many parameter sets)."""
+        armed = self._sqlspec_ops_armed
+        operation = None if armed is None else operation_of(command)
+        if operation is None or armed is None:
+            await super().executemany(command, args, **kwargs)
+            return
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(command, operation, request_id, armed[1])
+        try:
+            await super().executemany(command, args, **kwargs)
+        except BaseException as exc:
+            telemetry.finish(started, operation, command, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, command, request_id, failed=False)
+
+
+_timed_classes: dict[type[Any], type[Any]] = {}
+
+
+def _timed_connection_class(base: type[Any] | None) -> type[Any]:
+    """Return the timing subclass of ``base`` (the user's ``connection_class``; None: ``asyncpg.Connection``)."""
+    if base is None or base is asyncpg.Connection or issubclass(base, TimedConnection):
+        return TimedConnection if base is None or base is asyncpg.Connection else base
+    timed = _timed_classes.get(base)
+    if timed is None:
+        # TimedConnection first in the MRO: its super() calls reach the user's overrides, then asyncpg's.
+        timed = _timed_classes[base] = type(f"Timed{base.__name__}", (TimedConnection, base), {})
+    return timed
 
 
 class AsyncpgPool(AcquireReleasePool):
     """asyncpg's borrow API: ``acquire(timeout=...)`` (awaitable and ``async with``) and ``release()``."""
 
     timeout_keyword: ClassVar[str | None] = "timeout"
+    # The telemetry the connections time statements into while out (None: SQLSpec's hooks do it).
+    statements: "StatementTelemetry | None" = None
+
+    async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        connection = await super()._acquire(args, kwargs)
+        telemetry = self.statements
+        if telemetry is not None:
+            # Armed only now: SQLSpec's and the user's init ran when the connection was made. asyncpg's pool hands
+            # out a proxy that forwards unknown attributes to the connection, so the call reaches TimedConnection.
+            arm = getattr(connection, "sqlspec_ops_arm", None)
+            if arm is not None:
+                arm((telemetry, self.current_holder.get()))
+        return connection
+
+    async def release(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        """Disarm the connection (the pool's reset query is not the app's), then give it back."""
+        if self.statements is not None:
+            arm = getattr(connection, "sqlspec_ops_arm", None)
+            if arm is not None:
+                arm(None)
+        await super().release(connection, *args, **kwargs)
 
 
 class AsyncpgAdapter(PostgresAdapter):
@@ -27,14 +289,28 @@ class AsyncpgAdapter(PostgresAdapter):
     default_max = 10
     default_min = 10
     proxy_class = AsyncpgPool
+    times_statements = True
+
+    def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:
+        """Create the pool with a timing ``connection_class`` (the user's own one subclassed, not replaced)."""
+        if not isinstance(pool, AsyncpgPool) or (pool.statements is not None and pool.statements is not telemetry):
+            return False  # a proxy shared with another SQLSpecOps already times into that one's telemetry
+        cc = config.connection_config
+        current = cc.get("connection_class")
+        if current is not None and not (isinstance(current, type) and issubclass(current, asyncpg.Connection)):
+            return False  # not a Connection class asyncpg would accept: leave it to asyncpg to say so
+        cc["connection_class"] = _timed_connection_class(current)
+        pool.statements = telemetry
+        return True
 
     def counts(self, pool: Any) -> PoolCounts:
         """Return open and idle connection counts."""
         return PoolCounts(open=pool.get_size(), idle=pool.get_idle_size())
 
     async def ping(self, connection: Any) -> None:
-        """Run ``SELECT 1``."""
-        await connection.fetchval("SELECT 1")
+        """Run ``SELECT 1`` (not counted as one of the app's statements)."""
+        async with _untimed(connection):
+            await connection.fetchval("SELECT 1")
 
     def transaction_state(self, connection: Any) -> bool | None:
         """Read the transaction status asyncpg tracks on the connection (``is_in_transaction()``)."""
@@ -77,14 +353,28 @@ class AsyncpgAdapter(PostgresAdapter):
             await pool.release(connection)
 
     async def fetch_one(self, connection: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        """Return the first row as a list."""
-        record = await connection.fetchrow(sql, *args)
+        """Return the first row as a list (not counted as one of the app's statements)."""
+        async with _untimed(connection):
+            record = await connection.fetchrow(sql, *args)
         return list(record.values()) if record is not None else []
 
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
-        """Return the first row as a list (asyncpg has no cursors outside transactions)."""
-        record = await connection.fetchrow(sql)
+        """Return the first row as a list (asyncpg has no cursors outside transactions; not counted)."""
+        async with _untimed(connection):
+            record = await connection.fetchrow(sql)
         return list(record.values()) if record is not None else []
+
+
+@asynccontextmanager
+async def _untimed(connection: Any) -> AsyncIterator[None]:
+    """Run sqlspec-ops' own queries on a borrowed connection without timing them as the app's."""
+    disarm = getattr(connection, "sqlspec_ops_disarm", None)
+    armed = disarm() if disarm is not None else None
+    try:
+        yield
+    finally:
+        if armed is not None:
+            connection.sqlspec_ops_arm(armed)
 
 
 def _timed_connect(

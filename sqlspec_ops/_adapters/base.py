@@ -123,6 +123,16 @@ class Adapter:
     # Whether ``counts().open`` also counts connections the pool is still making (or retrying): then
     # open - idle - handed out is shown as ``opening`` in /ops/pools.
     counts_opening: ClassVar[bool] = False
+    # Whether the adapter can time statements on the driver's own extension point (then no SQLSpec lifecycle
+    # hook is registered for its configs, and SQLSpec stays on its idle execution path).
+    times_statements: ClassVar[bool] = False
+
+    def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:  # noqa: ARG002 - per adapter
+        """Have the driver time the config's statements into ``telemetry`` (``pool``: the proxy).
+
+        Called before the driver's pool exists. Returns False when the adapter cannot (SQLSpec's hooks then do it).
+        """
+        return False
 
     def describe(self, config: Any) -> PoolTarget:
         """Return the config's target."""
