@@ -16,10 +16,10 @@ Two rules keep readiness from lying or cascading:
   ``SATURATION_EVIDENCE_S`` seconds, the pool is saturated but moving: the check is ``warn`` (200) with an
   ``output`` naming the saturation, instead of failing every replica of a busy service at once. A pool whose
   connections are all stuck (nothing came back recently), or that has no connection at all, still fails.
-- **Name the real cause.** A pool that retries connections in the background (psycopg_pool) only lets a waiting
-  caller time out. When the ping is still waiting halfway through ``timeout`` and the pool has handed nothing
-  out, one direct connection attempt runs in the remaining time and its error class is reported instead of the
-  bare timeout (``InvalidPassword``, ``ConnectionRefusedError``...).
+- **Name the real cause.** A pool that retries connections in the background (``Adapter.probes_connect``) only
+  lets a waiting caller time out. When the ping is still waiting halfway through ``timeout`` and the pool has
+  handed nothing out, one direct connection attempt runs in the remaining time and its error class is reported
+  instead of the bare timeout (``InvalidPassword``, ``ConnectionRefusedError``...).
 """
 
 import asyncio

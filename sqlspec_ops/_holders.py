@@ -21,13 +21,14 @@ from typing import Any
 
 from sqlspec_ops._context import RequestTally
 
-__all__ = ("BACKGROUND", "Holder", "active_holder", "user_frames")
+__all__ = ("BACKGROUND", "LIBRARY_PACKAGES", "Holder", "active_holder", "user_frames")
 
 BACKGROUND = "background"
 """The route of a hold made outside any request (the label value of ``http_route``)."""
 
 # Frames of these packages are trimmed from an acquiring stack: the user's own code is what a leak report names.
-_LIBRARY_PACKAGES = frozenset(
+# Each adapter adds its driver's packages (``Adapter.library_packages``).
+LIBRARY_PACKAGES = frozenset(
     {
         "sqlspec",
         "sqlspec_ops",
@@ -36,11 +37,6 @@ _LIBRARY_PACKAGES = frozenset(
         "anyio",
         "asyncio",
         "contextlib",
-        "asyncpg",
-        "psycopg",
-        "psycopg_pool",
-        "aiosqlite",
-        "asyncmy",
         "uvicorn",
         "gunicorn",
         "httpx",
@@ -62,8 +58,8 @@ _MAX_FRAMES = 8
 _DEFAULT_TASK_NAME = re.compile(r"Task-\d+")
 
 
-def user_frames() -> tuple[tuple[str, int, str], ...]:
-    """Return the acquiring code's own frames, innermost first (library frames trimmed).
+def user_frames(library: frozenset[str] = LIBRARY_PACKAGES) -> tuple[tuple[str, int, str], ...]:
+    """Return the acquiring code's own frames, innermost first (frames of the ``library`` packages trimmed).
 
     Returns:
         Up to eight ``(path, line, qualified function name)`` tuples.
@@ -73,7 +69,7 @@ def user_frames() -> tuple[tuple[str, int, str], ...]:
     frame = sys._getframe(1)  # noqa: SLF001 - the cheapest way to walk the stack (no source lines are read)
     while frame is not None and len(found) < _MAX_FRAMES:
         module = frame.f_globals.get("__name__", "")
-        if module.partition(".")[0] not in _LIBRARY_PACKAGES:
+        if module.partition(".")[0] not in library:
             code = frame.f_code
             found.append((code.co_filename, frame.f_lineno, code.co_qualname))
         frame = frame.f_back  # type: ignore[assignment]

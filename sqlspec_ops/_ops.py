@@ -3,7 +3,7 @@
 ``SQLSpecOps(spec).instrument(app)`` does, in this order:
 
 1. has every supported SQLSpec config's statements timed: by the driver where its adapter can
-   (``Adapter.times_statements``: asyncpg's ``connection_class``) and SQLSpec is otherwise idle, else by
+   (``Adapter.times_statements``, e.g. through a driver's connection class) and SQLSpec is otherwise idle, else by
    statement hooks merged into the config's own ``ObservabilityConfig`` (then the config is re-added so SQLSpec
    rebuilds its runtime);
 2. installs a pool proxy as each config's ``connection_instance`` (no I/O: the driver pool opens at startup

@@ -1,9 +1,8 @@
 """Per-statement telemetry: duration metric, spans, request tally, holds, captures, slow log.
 
 Two paths feed the same recording (:meth:`StatementTelemetry.begin` and :meth:`StatementTelemetry.finish`): a
-driver's own extension point where the adapter has one (``Adapter.times_statements``; asyncpg's
-``connection_class``, see ``_adapters/asyncpg.py``), which leaves SQLSpec on its idle execution path, and
-otherwise SQLSpec's lifecycle hooks, described below.
+driver's own extension point where the adapter has one (``Adapter.times_statements``, see ``_adapters/``),
+which leaves SQLSpec on its idle execution path, and otherwise SQLSpec's lifecycle hooks, described below.
 
 SQLSpec's statement observers only see successful statements; failures reach only the ``on_error`` hook. So
 sqlspec-ops registers three hooks per config: ``on_query_start`` notes the time (and starts the span),

@@ -38,6 +38,7 @@ class AiosqliteAdapter(Adapter):
     default_min = 0
     max_key = "pool_size"
     proxy_class = AiosqlitePool
+    library_packages = frozenset({"aiosqlite"})
 
     def describe(self, config: Any) -> PoolTarget:
         """Return the database file (or ``:memory:``) as the target, as the user configured it.

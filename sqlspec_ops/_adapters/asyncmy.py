@@ -188,6 +188,7 @@ class AsyncmyAdapter(Adapter):
     max_key = "maxsize"
     min_key = "minsize"
     proxy_class = AsyncmyPool
+    library_packages = frozenset({"asyncmy"})
 
     def problems(self, config: Any) -> list[str]:
         """Flag the size keys of other adapters: SQLSpec hands them to ``asyncmy.connect``, which rejects them."""

@@ -289,6 +289,7 @@ class AsyncpgAdapter(PostgresAdapter):
     default_max = 10
     default_min = 10
     proxy_class = AsyncpgPool
+    library_packages = frozenset({"asyncpg"})
     times_statements = True
 
     def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:

@@ -117,6 +117,8 @@ class Adapter:
     min_key: ClassVar[str] = "min_size"
     # The pool proxy class with this driver's borrow API (``acquire``/``release``, ``connection()``...).
     proxy_class: ClassVar[Any] = None
+    # The driver's packages: their frames are trimmed from the acquiring stack of a leak report.
+    library_packages: ClassVar[frozenset[str]] = frozenset()
     # Whether a readiness ping that waits on an empty pool tries one direct connection to name the cause: for
     # drivers whose pool only times out (and retries in the background) instead of raising the connect error.
     probes_connect: ClassVar[bool] = False

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
 from sqlspec_ops._context import request_tally_var
-from sqlspec_ops._holders import Holder, active_holder, user_frames
+from sqlspec_ops._holders import LIBRARY_PACKAGES, Holder, active_holder, user_frames
 from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import OpsMetrics, multiprocess_mode
 
@@ -104,6 +104,7 @@ class InstrumentedPool:
         self.recent_waits: deque[float] = deque(maxlen=_RECENT)
         self.recent_holds: deque[float] = deque(maxlen=_RECENT)
         self.leak_threshold = leak_threshold
+        self._library = LIBRARY_PACKAGES | adapter.library_packages
         # What the connections announce as application_name, and the server's last view of this app.
         self.application_name: str | None = None
         self.server_view: dict[str, Any] | None = None
@@ -279,7 +280,7 @@ class InstrumentedPool:
             now,
             request_tally_var.get(),
             active_holder(var),
-            user_frames() if self.leak_threshold is not None else None,
+            user_frames(self._library) if self.leak_threshold is not None else None,
         )
         self._held[key] = holder
         var.set(holder)

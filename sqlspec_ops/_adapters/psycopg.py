@@ -76,6 +76,7 @@ class PsycopgAdapter(PostgresAdapter):
     config_class = "sqlspec.adapters.psycopg.config.PsycopgAsyncConfig"
     default_min = 4
     proxy_class = PsycopgPool
+    library_packages = frozenset({"psycopg", "psycopg_pool"})
     # psycopg_pool retries failed connections in the background: a waiting caller sees only PoolTimeout.
     probes_connect = True
     counts_opening = True  # get_stats()["pool_size"] includes connections being made or retried
