@@ -28,7 +28,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from sqlspec import SQLSpec
 from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
 
-__all__ = ("VARIANTS", "create_app")
+__all__ = ("VARIANTS", "add_users_route", "create_app")
 
 VARIANTS = ("bare", "ops", "ops_tracing", "ops_traced", "anchors")
 _TRACED = ("ops_tracing", "ops_traced", "anchors")
@@ -44,6 +44,21 @@ def _dropping_provider() -> Any:
     provider = TracerProvider(sampler=ALWAYS_ON)
     provider.add_span_processor(DropSpans())
     return provider
+
+
+def add_users_route(app: FastAPI, spec: SQLSpec, config: AsyncpgConfig) -> None:
+    """Add ``GET /users/{user_id}``: one primary-key SELECT through a ``spec.provide_session`` dependency."""
+
+    async def session() -> AsyncIterator[AsyncpgDriver]:
+        async with spec.provide_session(config) as db:
+            yield db
+
+    @app.get("/users/{user_id}")
+    async def get_user(user_id: int, db: Annotated[AsyncpgDriver, Depends(session)]) -> dict[str, Any]:
+        row = await db.select_one_or_none("SELECT id, name, email FROM users WHERE id = $1", user_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail="no such user")
+        return dict(row)
 
 
 def create_app(variant: str | None = None) -> FastAPI:
@@ -77,16 +92,7 @@ def create_app(variant: str | None = None) -> FastAPI:
         telemetry = {"tracer_provider": provider, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(lifespan=lifespan, telemetry=telemetry)  # type: ignore[arg-type]
 
-    async def session() -> AsyncIterator[AsyncpgDriver]:
-        async with spec.provide_session(config) as db:
-            yield db
-
-    @app.get("/users/{user_id}")
-    async def get_user(user_id: int, db: Annotated[AsyncpgDriver, Depends(session)]) -> dict[str, Any]:
-        row = await db.select_one_or_none("SELECT id, name, email FROM users WHERE id = $1", user_id)
-        if row is None:
-            raise HTTPException(status_code=404, detail="no such user")
-        return dict(row)
+    add_users_route(app, spec, config)
 
     @app.get("/ping")
     async def ping() -> dict[str, bool]:

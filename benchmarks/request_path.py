@@ -36,18 +36,19 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from asgi_lifespan import LifespanManager
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlspec import SQLSpec
-from sqlspec.adapters.asyncpg import AsyncpgConfig, AsyncpgDriver
+from sqlspec.adapters.asyncpg import AsyncpgConfig
 from sqlspec.observability import ObservabilityConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.app import add_users_route  # noqa: E402
 from benchmarks.driver_hooks import TimedConnection, add_query_logger  # noqa: E402
 from benchmarks.throughput import _seed  # noqa: E402
 from sqlspec_ops import SQLSpecOps  # noqa: E402
@@ -105,16 +106,7 @@ def build(variant: str, dsn: str) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan, telemetry={"tracing": False, "metrics": False, "logs": False})
 
-    async def session() -> AsyncIterator[AsyncpgDriver]:
-        async with spec.provide_session(config) as db:
-            yield db
-
-    @app.get("/users/{user_id}")
-    async def get_user(user_id: int, db: Annotated[AsyncpgDriver, Depends(session)]) -> dict[str, Any]:
-        row = await db.select_one_or_none("SELECT id, name, email FROM users WHERE id = $1", user_id)
-        if row is None:
-            raise HTTPException(status_code=404, detail="no such user")
-        return dict(row)
+    add_users_route(app, spec, config)
 
     registry = CollectorRegistry()
     if variant in ("ops", "ops_traced"):
