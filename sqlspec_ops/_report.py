@@ -64,7 +64,7 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
         }
     )
     if pool.adapter.counts_opening:
-        entry["opening"] = _opening(db, snap.idle + snap.used)
+        entry["opening"] = snap.opening
     if pool.server_view is not None:
         entry["server"] = pool.server_view
     server = db.target.server
@@ -73,22 +73,6 @@ def _pool_entry(db: Database, verdicts: dict[str, Any]) -> dict[str, Any]:
     elif server in verdicts:
         entry["budget"] = verdicts[server]
     return entry
-
-
-def _opening(db: Database, ready_or_used: int) -> int:
-    """Count connections the driver has but neither ready nor handed out: being made, retried, checked or reset.
-
-    During an outage this is where a pool's connections are (used and idle both 0), so an operator sees a pool
-    trying to connect rather than an empty one.
-    """
-    pool = db.pool
-    if pool is None or pool.inner is None:
-        return 0
-    try:
-        counted = pool.adapter.counts(pool.inner).open
-    except Exception:
-        return 0
-    return max(0, counted - ready_or_used)
 
 
 def pools_report(

@@ -25,7 +25,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar
 
-from sqlspec_ops._adapters.base import Adapter, PoolSizes, PoolTarget
+from sqlspec_ops._adapters.base import Adapter, PoolCounts, PoolSizes, PoolTarget
 from sqlspec_ops._context import request_tally_var
 from sqlspec_ops._holders import LIBRARY_PACKAGES, Holder, active_holder, user_frames
 from sqlspec_ops._loop_lag import recent_max_ms
@@ -36,6 +36,7 @@ __all__ = ("AcquireReleasePool", "InstrumentedPool", "PoolAcquireTimeout", "Pool
 logger = logging.getLogger("sqlspec_ops.pools")
 
 _RECENT = 1024  # acquires kept for /ops/pools percentiles (per worker)
+_NO_COUNTS = PoolCounts(open=0, idle=0)
 _MAX_HOLDERS_SHOWN = 50
 
 
@@ -58,6 +59,8 @@ class PoolSnapshot:
     acquires: int
     waits: tuple[float, ...]
     holds: tuple[float, ...]
+    opening: int = 0
+    """Connections the driver counts but has neither ready nor handed out: being made, retried, checked, reset."""
 
     @property
     def size(self) -> int:
@@ -220,14 +223,17 @@ class InstrumentedPool:
 
     def idle(self) -> int:
         """Return the connections the driver's pool holds ready (zero while it is not open or cannot be read)."""
+        return self._counts().idle
+
+    def _counts(self) -> PoolCounts:
         inner = self._inner
         if inner is None:
-            return 0
+            return _NO_COUNTS
         try:
-            return self.adapter.counts(inner).idle
+            return self.adapter.counts(inner)
         except Exception:
             logger.debug("reading pool %s failed", self.name, exc_info=True)
-            return 0
+            return _NO_COUNTS
 
     def publish(self) -> None:
         """Write the pool's connection counts into the gauges (multiprocess mode; otherwise read at scrape)."""
@@ -246,11 +252,14 @@ class InstrumentedPool:
         self._min_gauge.set(self.sizes.min_size)
 
     def snapshot(self) -> PoolSnapshot:
-        """Return the pool's state and recent samples."""
+        """Return the pool's state and recent samples (the driver's counts are read once)."""
+        counts = self._counts()
+        used = len(self._held)
         return PoolSnapshot(
             open=self.is_open,
-            used=len(self._held),
-            idle=self.idle(),
+            used=used,
+            idle=counts.idle,
+            opening=max(0, counts.open - counts.idle - used),
             pending=self.pending,
             timeouts=self.timeouts,
             acquires=self.acquires,
