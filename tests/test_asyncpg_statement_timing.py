@@ -22,7 +22,8 @@ from sqlspec.exceptions import SQLSpecError
 from sqlspec.observability import ObservabilityConfig
 
 from sqlspec_ops import SQLSpecOps, configure_logging
-from sqlspec_ops._adapters.asyncpg import TimedConnection, operation_of
+from sqlspec_ops._adapters._operations import operation_of
+from sqlspec_ops._adapters.asyncpg import TimedConnection
 from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.statements import (
