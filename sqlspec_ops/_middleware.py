@@ -30,6 +30,7 @@ from random import randbytes as _randbytes
 from typing import Any, Protocol
 
 from sqlspec.utils.correlation import correlation_id_var
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -40,6 +41,7 @@ __all__ = (
     "PrefixShortcut",
     "RequestHooks",
     "RequestIdMiddleware",
+    "ServerErrorShell",
     "generate_request_id",
     "is_valid_request_id",
     "tag_exception",
@@ -237,4 +239,22 @@ class PrefixShortcut:
             if path.startswith(self._slash_prefix) or path == self._prefix:
                 await self.ops(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class ServerErrorShell(ServerErrorMiddleware):
+    """The outermost layer: shaped like Starlette's ``ServerErrorMiddleware``, passing every call straight on.
+
+    opentelemetry-instrumentation-fastapi, when it instruments the app after sqlspec-ops, accepts only a stack
+    that starts with ``ServerErrorMiddleware``: it takes that layer's ``app``, ``handler`` and ``debug`` and builds
+    its own around its server span. Until then this shell does nothing per request (Starlette's real one, inside,
+    already answers an unhandled exception with a 500 before it propagates), so it costs one call.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app`` (no handler, not in debug mode: the app's own ServerErrorMiddleware has those)."""
+        super().__init__(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the call on unchanged."""
         await self.app(scope, receive, send)

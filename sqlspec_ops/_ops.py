@@ -35,10 +35,9 @@ from sqlspec_ops._health import HealthChecker, HealthReport
 from sqlspec_ops._lifecycle import Lifecycle
 from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import metrics_for, render
-from sqlspec_ops._middleware import PrefixShortcut, RequestIdMiddleware
+from sqlspec_ops._middleware import PrefixShortcut, RequestIdMiddleware, ServerErrorShell
 from sqlspec_ops._options import OpsOptions
 from sqlspec_ops._refusals import RefusingTraffic, TrafficRefusals
-from sqlspec_ops._report import pools_report
 from sqlspec_ops._requests import RequestTelemetry
 from sqlspec_ops._router import build_router, pool_exhausted
 from sqlspec_ops._server_spans import install_server_spans, server_spans_conflict
@@ -377,9 +376,9 @@ class SQLSpecOps:
             if isinstance(stack, ServerErrorMiddleware):
                 # opentelemetry-instrumentation-fastapi, when it instruments the app after us, only accepts a
                 # stack that starts with ServerErrorMiddleware (it re-wraps that middleware's inner app, ours,
-                # inside its server span) and otherwise skips instrumenting. A bare shell keeps that shape;
-                # without a handler it never calls the app's error handler a second time.
-                outer = ServerErrorMiddleware(outer)
+                # inside its server span) and otherwise skips instrumenting. A pass-through shell keeps that
+                # shape at the cost of one call; it never calls the app's error handler a second time.
+                outer = ServerErrorShell(outer)
             return outer
 
         # Overriding the instance's builder is the only way to sit outside ServerErrorMiddleware
@@ -425,5 +424,7 @@ class SQLSpecOps:
         return render(self.options.registry, accept)
 
     def pools_report(self) -> dict[str, Any]:
-        """Return the ``/ops/pools`` body."""
+        """Return the ``/ops/pools`` body (its module is loaded on the first read: a diagnosis, not a hot path)."""
+        from sqlspec_ops._report import pools_report  # noqa: PLC0415
+
         return pools_report(self.databases, self.lifecycle.budget, loop_lag_ms=recent_max_ms())

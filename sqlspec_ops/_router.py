@@ -21,7 +21,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from sqlspec_ops._health import HealthChecker
 from sqlspec_ops._refusals import TrafficRefusals
-from sqlspec_ops._status_page import render_status_page, service_name
 
 __all__ = ("HEALTH_JSON", "build_router", "pool_exhausted")
 
@@ -154,6 +153,9 @@ def build_router(  # noqa: C901 - counts the route closures
     async def status_page(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
+        # Imported on first view: most processes never render the page, and it is the largest module here.
+        from sqlspec_ops._status_page import render_status_page, service_name  # noqa: PLC0415
+
         nonce = secrets.token_urlsafe(18)
         page = render_status_page(
             service=service or service_name(title=getattr(request.app, "title", None)),

@@ -18,6 +18,7 @@ from sqlspec.extensions.fastapi import SQLSpecPlugin
 
 from sqlspec_ops import SQLSpecOps
 from sqlspec_ops._adapters.proxy import InstrumentedPool
+from sqlspec_ops._adapters.registry import adapter_for
 from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.promql import parse_samples, sample_value
@@ -194,6 +195,24 @@ async def test_reading_metrics_and_pools_never_creates_a_pool(
         pools = (await client.get("/ops/pools")).json()["pools"]
         assert pools[0]["open"] is False
         assert pools[0]["size"] == 0
+
+
+def test_each_supported_config_class_finds_the_adapter_that_names_it() -> None:
+    """The registry's class paths match the configs SQLSpec has and the adapter each module declares for them."""
+    from sqlspec.adapters.asyncmy import AsyncmyConfig  # noqa: PLC0415
+    from sqlspec.adapters.psycopg import PsycopgAsyncConfig  # noqa: PLC0415
+
+    for config_class, name in (
+        (AsyncpgConfig, "asyncpg"),
+        (PsycopgAsyncConfig, "psycopg"),
+        (AsyncmyConfig, "asyncmy"),
+        (AiosqliteConfig, "aiosqlite"),
+    ):
+        adapter = adapter_for(config_class(connection_config={}))
+        assert adapter is not None, config_class
+        assert adapter.name == name
+        assert adapter.config_class == f"{config_class.__module__}.{config_class.__qualname__}"
+    assert adapter_for(SqliteConfig(connection_config={})) is None
 
 
 async def test_unsupported_adapter_is_reported_by_name_and_nothing_breaks(

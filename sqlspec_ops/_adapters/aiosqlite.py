@@ -91,3 +91,7 @@ class AiosqliteAdapter(Adapter):
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """SQLSpec's pool raises ``AiosqliteConnectTimeoutError`` after ``connect_timeout``."""
         return isinstance(exc, TimeoutError) or type(exc).__name__ == "AiosqliteConnectTimeoutError"
+
+
+ADAPTER = AiosqliteAdapter
+"""The adapter class the registry instantiates for this driver's configs."""

@@ -357,3 +357,7 @@ def _state(command: str, *, idle: bool, in_transaction: bool) -> str:
     if idle:
         return "idle in transaction" if in_transaction else "idle"
     return "active" if command in _BUSY_COMMANDS else command.lower()
+
+
+ADAPTER = AsyncmyAdapter
+"""The adapter class the registry instantiates for this driver's configs."""

@@ -159,27 +159,19 @@ class AsyncpgPool(AcquireReleasePool):
     """asyncpg's borrow API: ``acquire(timeout=...)`` (awaitable and ``async with``) and ``release()``."""
 
     timeout_keyword: ClassVar[str | None] = "timeout"
-    # The telemetry the connections time statements into while out (None: SQLSpec's hooks do it).
-    statements: "StatementTelemetry | None" = None
 
-    async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        connection = await super()._acquire(args, kwargs)
-        telemetry = self.statements
-        if telemetry is not None:
-            # Armed only now: SQLSpec's and the user's init ran when the connection was made. asyncpg's pool hands
-            # out a proxy that forwards unknown attributes to the connection, so the call reaches TimedConnection.
-            arm = getattr(connection, "sqlspec_ops_arm", None)
-            if arm is not None:
-                arm((telemetry, self.current_holder.get()))
-        return connection
+    def _arm(self, connection: Any, holder: "Holder") -> None:
+        # Armed only now: SQLSpec's and the user's init ran when the connection was made. asyncpg's pool hands
+        # out a proxy that forwards unknown attributes to the connection, so the call reaches TimedConnection
+        # (a pool adopted from elsewhere may hold plain connections: those are not timed).
+        arm = getattr(connection, "sqlspec_ops_arm", None)
+        if arm is not None:
+            arm((self.statements, holder))
 
-    async def release(self, connection: Any, *args: Any, **kwargs: Any) -> None:
-        """Disarm the connection (the pool's reset query is not the app's), then give it back."""
-        if self.statements is not None:
-            arm = getattr(connection, "sqlspec_ops_arm", None)
-            if arm is not None:
-                arm(None)
-        await super().release(connection, *args, **kwargs)
+    def _disarm(self, connection: Any) -> None:
+        arm = getattr(connection, "sqlspec_ops_arm", None)
+        if arm is not None:
+            arm(None)
 
 
 class AsyncpgAdapter(PostgresAdapter):
@@ -321,3 +313,7 @@ def _standalone_arguments(config: Any, connect: Callable[..., Any]) -> dict[str,
     if config.connection_config.get("pgbouncer") or config.driver_features.get("pgbouncer"):
         arguments["statement_cache_size"] = 0
     return arguments
+
+
+ADAPTER = AsyncpgAdapter
+"""The adapter class the registry instantiates for this driver's configs."""

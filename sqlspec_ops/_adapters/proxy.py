@@ -23,13 +23,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlspec_ops._adapters.base import Adapter, PoolCounts, PoolSizes, PoolTarget
 from sqlspec_ops._context import request_tally_var
 from sqlspec_ops._holders import LIBRARY_PACKAGES, Holder, active_holder, user_frames
 from sqlspec_ops._loop_lag import recent_max_ms
 from sqlspec_ops._metrics import OpsMetrics, multiprocess_mode
+
+if TYPE_CHECKING:
+    from sqlspec_ops._statements import StatementTelemetry
 
 __all__ = ("AcquireReleasePool", "InstrumentedPool", "PoolAcquireTimeout", "PoolSnapshot")
 
@@ -70,6 +73,10 @@ class PoolSnapshot:
 
 class InstrumentedPool:
     """Stands in for a driver's pool and records every borrow of a connection."""
+
+    # The telemetry the driver itself times statements into while a connection is out (None: SQLSpec's hooks do
+    # it); set by ``Adapter.time_statements``.
+    statements: "StatementTelemetry | None" = None
 
     def __init__(
         self,
@@ -275,8 +282,8 @@ class InstrumentedPool:
             self._pending_gauge.inc()
         return perf_counter()
 
-    def _acquired(self, key: int, started: float, connection: Any) -> None:
-        """Record a successful acquire of ``connection`` under ``key`` (its id, or its context's)."""
+    def _acquired(self, key: int, started: float, connection: Any) -> Holder:
+        """Record a successful acquire of ``connection`` under ``key`` (its id, or its context's); return its hold."""
         now = perf_counter()
         self._end_pending()
         waited = now - started
@@ -295,6 +302,7 @@ class InstrumentedPool:
         var.set(holder)
         if self._push:
             self.publish()
+        return holder
 
     def _acquire_failed(self, exc: BaseException, started: float) -> PoolAcquireTimeout | None:
         """Record a failed acquire; return the error to raise instead when it was a timeout."""
@@ -490,6 +498,8 @@ class AcquireReleasePool(InstrumentedPool):
 
     async def release(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         """Give a connection back and record how long it was held."""
+        if self.statements is not None:
+            self._disarm(connection)  # the driver's reset on release is not one of the app's statements
         # Counted as returned before the driver gets it back: the driver may hand it to a waiter at once.
         self._released(id(connection))
         inner = self._inner
@@ -498,6 +508,12 @@ class AcquireReleasePool(InstrumentedPool):
                 await inner.release(connection, *args, **kwargs)
             finally:
                 self._returned()
+
+    def _arm(self, connection: Any, holder: Holder) -> None:
+        """Start timing statements on a connection just handed out (drivers that time statements override)."""
+
+    def _disarm(self, connection: Any) -> None:
+        """Stop timing statements on a connection about to go back (drivers that time statements override)."""
 
     async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         inner = self._inner if self._inner is not None else await self.open()
@@ -515,5 +531,7 @@ class AcquireReleasePool(InstrumentedPool):
             if timed_out is not None:
                 raise timed_out from exc
             raise
-        self._acquired(id(connection), started, connection)
+        holder = self._acquired(id(connection), started, connection)
+        if self.statements is not None:
+            self._arm(connection, holder)
         return connection

@@ -159,3 +159,7 @@ class PsycopgAdapter(PostgresAdapter):
         a shutdown's own deadline (asgi-lifespan's is 5 s, Kubernetes' grace period is shared by everything).
         """
         await pool.close(timeout=_CLOSE_TIMEOUT)
+
+
+ADAPTER = PsycopgAdapter
+"""The adapter class the registry instantiates for this driver's configs."""

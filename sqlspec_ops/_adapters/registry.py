@@ -1,24 +1,40 @@
-"""Find the adapter support for a SQLSpec config; adding a driver means adding its module to ``_ADAPTERS``."""
+"""Find the adapter support for a SQLSpec config; adding a driver means adding its module to ``_ADAPTER_MODULES``.
 
+A config is recognised by its class path, so no driver is imported to find out, and an adapter module is only
+imported once a config of its driver turns up (an app on asyncpg never loads the MySQL or SQLite support).
+"""
+
+import importlib
 from typing import Any
 
-from sqlspec_ops._adapters.aiosqlite import AiosqliteAdapter
-from sqlspec_ops._adapters.asyncmy import AsyncmyAdapter
-from sqlspec_ops._adapters.asyncpg import AsyncpgAdapter
 from sqlspec_ops._adapters.base import Adapter, PoolTarget
-from sqlspec_ops._adapters.psycopg import PsycopgAdapter
 
 __all__ = ("adapter_for", "describe_config")
 
-_ADAPTERS: dict[str, Adapter] = {
-    a.config_class: a for a in (AsyncpgAdapter(), PsycopgAdapter(), AsyncmyAdapter(), AiosqliteAdapter())
+# SQLSpec config class path -> the sqlspec-ops module whose ``ADAPTER`` class supports it (its ``config_class``).
+_ADAPTER_MODULES: dict[str, str] = {
+    "sqlspec.adapters.asyncpg.config.AsyncpgConfig": "sqlspec_ops._adapters.asyncpg",
+    "sqlspec.adapters.psycopg.config.PsycopgAsyncConfig": "sqlspec_ops._adapters.psycopg",
+    "sqlspec.adapters.asyncmy.config.AsyncmyConfig": "sqlspec_ops._adapters.asyncmy",
+    "sqlspec.adapters.aiosqlite.config.AiosqliteConfig": "sqlspec_ops._adapters.aiosqlite",
 }
+_loaded: dict[str, Adapter] = {}
+
+
+def _adapter(config_class: str) -> Adapter | None:
+    adapter = _loaded.get(config_class)
+    if adapter is None:
+        module = _ADAPTER_MODULES.get(config_class)
+        if module is None:
+            return None
+        adapter = _loaded[config_class] = importlib.import_module(module).ADAPTER()
+    return adapter
 
 
 def adapter_for(config: Any) -> Adapter | None:
     """Return the adapter support for a config, or None when sqlspec-ops does not support it yet."""
     for klass in type(config).__mro__:
-        adapter = _ADAPTERS.get(f"{klass.__module__}.{klass.__qualname__}")
+        adapter = _adapter(f"{klass.__module__}.{klass.__qualname__}")
         if adapter is not None:
             return adapter
     return None
