@@ -6,11 +6,12 @@ Usage::
     .venv/bin/python -m benchmarks.throughput --quick         # seconds-long smoke run
     .venv/bin/python -m benchmarks.throughput --profile ops   # py-spy profile of one variant's /users under wrk
 
-It starts a throwaway PostgreSQL (``tests/support/postgres.py``), seeds 1,000 users, then for every round and
-every variant (order rotated each round so machine drift cancels) starts a real uvicorn (1 worker, uvloop,
-httptools, no access log), warms it up, and drives ``/users/{id}`` (random ids) and ``/ping`` with wrk. The
-server is pinned to one CPU and wrk plus PostgreSQL to the other when the machine has two or more.
-Throughput ratios to ``bare`` are medians of per-round ratios. Also measured: RSS of ``ops`` vs ``bare`` after
+It starts a throwaway PostgreSQL (``tests/support/postgres.py``), seeds 1,000 users, starts one real uvicorn per
+variant (1 worker, uvloop, httptools, no access log), warms each up, then in every round drives ``/users/{id}``
+(random ids) and ``/ping`` with wrk on each variant in turn (order rotated each round so machine drift cancels).
+The servers are pinned to one CPU and wrk plus PostgreSQL to the other when the machine has two or more.
+Throughput ratios to ``bare`` are medians of per-round ratios; the server's CPU time per request is read from
+``/proc`` over each run. Also measured: RSS of ``ops`` vs ``bare`` after
 100,000 requests and whether the metric series count grows with distinct request IDs and user IDs.
 Results go to ``benchmarks/results/http.json`` and ``benchmarks/results/http.md``.
 """
@@ -162,26 +163,39 @@ def _series_count(url: str) -> int:
 
 
 def throughput(dsn: str, rounds: int, seconds: float, variants: tuple[str, ...]) -> dict[str, Any]:
-    """Measure every variant on every endpoint, rotating the order each round."""
+    """Measure every variant on every endpoint, interleaved: all servers up at once, order rotated each round.
+
+    Each variant's uvicorn runs for the whole measurement (idle ones only sleep), so the runs of one round are
+    seconds apart and a round's ratios compare variants under the same machine conditions. Besides wrk's
+    requests/s, the server's own CPU time per request is read from ``/proc`` over each run: on a machine shared
+    with other work it moves less than throughput does.
+    """
     server_pin, load_pin = _cpus()
     per_round: list[dict[str, dict[str, dict[str, float]]]] = []
-    for round_index in range(rounds):
-        order = variants[round_index % len(variants) :] + variants[: round_index % len(variants)]
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        for variant in order:
-            server = Server(variant, dsn, server_pin)
-            try:
-                results[variant] = {}
-                for name, path in ENDPOINTS.items():
-                    wrk(server.url, path, min(2.0, seconds), load_pin)  # warm-up
-                    results[variant][name] = wrk(server.url, path, seconds, load_pin)
-            finally:
-                server.stop()
-            print(f"round {round_index + 1} {variant}: " + ", ".join(
-                f"{n} {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms"
-                for n, r in results[variant].items()
+    servers: dict[str, Server] = {}
+    try:
+        for variant in variants:
+            servers[variant] = Server(variant, dsn, server_pin)
+            for path in ENDPOINTS.values():
+                wrk(servers[variant].url, path, min(2.0, seconds), load_pin)  # warm-up
+        for round_index in range(rounds):
+            order = variants[round_index % len(variants) :] + variants[: round_index % len(variants)]
+            results: dict[str, dict[str, dict[str, float]]] = {variant: {} for variant in variants}
+            for name, path in ENDPOINTS.items():
+                for variant in order:
+                    server = servers[variant]
+                    cpu = _cpu_seconds(server.process.pid)
+                    run = wrk(server.url, path, seconds, load_pin)
+                    run["cpu_us"] = (_cpu_seconds(server.process.pid) - cpu) / max(run["requests"], 1.0) * 1e6
+                    results[variant][name] = run
+            per_round.append(results)
+            print(f"round {round_index + 1}: " + "; ".join(
+                f"{v} " + ", ".join(f"{n} {r['rps']:.0f} req/s {r['cpu_us']:.0f} µs" for n, r in results[v].items())
+                for v in variants
             ), flush=True)  # fmt: skip
-        per_round.append(results)
+    finally:
+        for server in servers.values():
+            server.stop()
     summary: dict[str, Any] = {}
     for variant in variants:
         summary[variant] = {}
@@ -192,7 +206,9 @@ def throughput(dsn: str, rounds: int, seconds: float, variants: tuple[str, ...])
                 "rps": statistics.median(x["rps"] for x in runs),
                 "p50_ms": statistics.median(x["p50_ms"] for x in runs),
                 "p99_ms": statistics.median(x["p99_ms"] for x in runs),
+                "cpu_us": statistics.median(x["cpu_us"] for x in runs),
                 "ratio_to_bare": statistics.median(ratios) if ratios else None,
+                "round_ratios": [round(x, 3) for x in ratios],
                 "non_2xx": sum(x["non_2xx"] for x in runs),
             }
     return {"rounds": per_round, "summary": summary}
@@ -280,19 +296,25 @@ def profile(dsn: str, variant: str, seconds: float, top: int) -> None:
 def _markdown(data: dict[str, Any]) -> str:
     lines = [
         (
-            f"Measured {data['measured_at']} on {data['machine']} ({data['rounds']} rounds x {data['seconds']} s, "
-            "wrk -t1 -c32, uvicorn 1 worker + uvloop + httptools, server and load on different CPUs)."
+            f"Measured {data['measured_at']} on {data['machine']} ({data['rounds']} interleaved rounds x "
+            f"{data['seconds']} s per variant and endpoint, wrk -t1 -c32, uvicorn 1 worker + uvloop + httptools, "
+            "server and load on different CPUs; ratio = median of the rounds' ratios, listed under rounds)."
         ),
         "",
-        "| variant | /users req/s | ratio | p50 ms | p99 ms | /ping req/s | ratio | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        (
+            "| variant | /users req/s | ratio | rounds | server CPU µs | p50 ms | p99 ms "
+            "| /ping req/s | ratio | rounds | server CPU µs | p50 ms | p99 ms |"
+        ),
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for variant, endpoints in data["throughput"]["summary"].items():
         cells = []
         for name in ENDPOINTS:
             e = endpoints[name]
             ratio = f"{e['ratio_to_bare']:.2f}x" if e["ratio_to_bare"] is not None else "-"
-            cells += [f"{e['rps']:.0f}", ratio, f"{e['p50_ms']:.2f}", f"{e['p99_ms']:.2f}"]
+            spread = " ".join(f"{x:.2f}" for x in e.get("round_ratios", []))
+            cells += [f"{e['rps']:.0f}", ratio, spread, f"{e['cpu_us']:.0f}"]
+            cells += [f"{e['p50_ms']:.2f}", f"{e['p99_ms']:.2f}"]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     if "memory" in data:
         mem = data["memory"]
@@ -312,8 +334,8 @@ def _markdown(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (1 round, 1 s, no memory)")

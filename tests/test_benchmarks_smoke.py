@@ -23,6 +23,7 @@ def test_quick_throughput_run_measures_every_variant(tmp_path: Path) -> None:
         for name in ("users", "ping"):
             assert endpoints[name]["rps"] > 0, (variant, name)
             assert endpoints[name]["non_2xx"] == 0, (variant, name)
+            assert endpoints[name]["cpu_us"] > 0, (variant, name)  # the server's own CPU was read over the run
     assert summary["bare"]["users"]["ratio_to_bare"] == 1.0
     assert "| ops |" in (tmp_path / "http-quick.md").read_text()
 
