@@ -285,22 +285,26 @@ class InstrumentedPool:
     def _acquired(self, key: int, started: float, connection: Any) -> Holder:
         """Record a successful acquire of ``connection`` under ``key`` (its id, or its context's); return its hold."""
         now = perf_counter()
-        self._end_pending()
+        self.pending -= 1
         waited = now - started
         self.acquires += 1
         self._wait.observe(waited)
         self.recent_waits.append(waited)
         var = self.current_holder
+        previous = var.get()
+        if previous is not None and previous.released:  # rare: an outer borrow of this pool came back first
+            previous = active_holder(var)
         holder = Holder(
             connection,
             now,
             request_tally_var.get(),
-            active_holder(var),
+            previous,
             user_frames(self._library) if self.leak_threshold is not None else None,
         )
         self._held[key] = holder
         var.set(holder)
         if self._push:
+            self._pending_gauge.dec()
             self.publish()
         return holder
 
