@@ -88,6 +88,8 @@ def _classify(sql: str) -> str | None:
     first = words[0]
     if first in _NOT_COUNTED:
         return None
+    if first == "COPY":  # SQLSpec names the direction: COPY ... FROM is COPY_FROM, COPY ... TO is COPY_TO
+        return "COPY_FROM" if "FROM" in words else "COPY_TO" if "TO" in words else "COPY"
     if first == "WITH":
         for word in words[1:]:
             if word in _WITH_BODIES:

@@ -1,14 +1,51 @@
-"""psycopg 3 with psycopg_pool's ``AsyncConnectionPool``: connections are borrowed through ``pool.connection()``."""
+"""psycopg 3 with psycopg_pool's ``AsyncConnectionPool``: borrowed through ``pool.connection()``; timed by cursors.
+
+Statement telemetry on psycopg does not use SQLSpec's lifecycle hooks: SQLSpec 0.69 runs its instrumented
+execution path for every statement as soon as a config has one, with no switch to avoid it. Instead the
+connections get psycopg's documented ``cursor_factory`` connection keyword (the extension point psycopg's
+maintainers point to), set to a subclass of ``psycopg.AsyncCursor`` (of the user's own ``cursor_factory`` when one
+is configured, top level or in ``kwargs``) whose ``execute``, ``executemany`` and ``copy`` (what SQLSpec's
+driver calls on the cursor it makes per statement) time the call in the caller's task: the current span is the
+request's, the running statement is visible to ``/ops/pools`` while it runs, and a cancellation is seen as the
+``CancelledError`` it is. No driver class is patched.
+
+A connection times statements only while the pool proxy has it out ("armed" right after psycopg_pool handed it
+out, so after its ``check`` and the ``configure`` callbacks; disarmed before psycopg_pool gets it back and
+commits, rolls back or runs ``reset``), so those and the queries sqlspec-ops runs for itself (health pings, the
+server's view) are never counted. Transaction control (``BEGIN``/``COMMIT``/``ROLLBACK``/savepoints sent as SQL)
+is not counted, as SQLSpec's hooks do not see it; psycopg's own ``commit()``/``rollback()`` and
+``transaction()`` blocks do not go through a cursor at all.
+
+What differs from SQLSpec's hooks, and what neither path counts:
+
+- ``COPY ... FROM STDIN`` / ``TO STDOUT`` (``cursor.copy()``) is one statement timed from its start to the end
+  of its block, data transfer included, as with the hooks.
+- A script (``execute_script``) counts each of its statements: SQLSpec's psycopg driver runs them one by one
+  (its hooks count the script once, as ``SCRIPT``).
+- Not counted, on either path: ``select_stream``'s server-side named cursors (made by the connection's
+  ``server_cursor_factory``; SQLSpec emits no hook for them either) and statements queued in pipeline mode
+  (``execute_stack``: ``execute`` only queues, errors surface at the pipeline's sync; SQLSpec emits no
+  per-statement hook there). ``sql.Composed`` and template queries (never sent by SQLSpec) run untimed.
+- Statements the app runs on the raw connection (``session.connection.execute(...)``) while it is borrowed
+  through SQLSpec are counted here; SQLSpec's hooks never see them.
+"""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlspec_ops._adapters.base import PoolCounts, failure_name
 from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
 from sqlspec_ops._adapters.proxy import InstrumentedPool
 
-__all__ = ("PsycopgAdapter", "PsycopgPool")
+if TYPE_CHECKING:
+    from sqlspec_ops._statements import StatementTelemetry
+
+__all__ = ("ARMED", "PsycopgAdapter", "PsycopgPool")
+
+# The key of a connection's ``__dict__`` holding (telemetry, holder) while the proxy has it out (None or absent:
+# its cursors do not time). psycopg's connections have a ``__dict__``, its cursors only slots.
+ARMED = "_sqlspec_ops_armed"
 
 _CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
 _IN_TRANSACTION = frozenset({2, 3})  # psycopg.pq.TransactionStatus.INTRANS, INERROR (not imported: no driver import)
@@ -36,6 +73,9 @@ _CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
 class PsycopgPool(InstrumentedPool):
     """psycopg_pool's borrow API: ``async with pool.connection(timeout=...) as connection``."""
 
+    # The telemetry the connections' cursors time statements into while out (None: SQLSpec's hooks do it).
+    statements: "StatementTelemetry | None" = None
+
     @asynccontextmanager
     async def connection(self, timeout: float | None = None, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: ASYNC109 - psycopg_pool's signature
         """Borrow a connection (psycopg_pool commits or rolls back when the block ends, as without the proxy)."""
@@ -52,9 +92,15 @@ class PsycopgPool(InstrumentedPool):
                 raise timed_out from exc
             raise
         self._acquired(key, started, connection)
+        telemetry = self.statements
+        if telemetry is not None:
+            # Armed only now: psycopg_pool's check and the configure callbacks ran before it handed it out.
+            connection.__dict__[ARMED] = (telemetry, self.current_holder.get())
         try:
             yield connection
         except BaseException as exc:
+            if telemetry is not None:
+                connection.__dict__[ARMED] = None  # psycopg_pool's commit, rollback and reset are not the app's
             self._released(key)  # before the pool gets it back: it may hand it to a waiter at once
             try:
                 await context.__aexit__(type(exc), exc, exc.__traceback__)
@@ -62,6 +108,8 @@ class PsycopgPool(InstrumentedPool):
                 self._returned()
             raise
         else:
+            if telemetry is not None:
+                connection.__dict__[ARMED] = None
             self._released(key)
             try:
                 await context.__aexit__(None, None, None)
@@ -80,6 +128,27 @@ class PsycopgAdapter(PostgresAdapter):
     # psycopg_pool retries failed connections in the background: a waiting caller sees only PoolTimeout.
     probes_connect = True
     counts_opening = True  # get_stats()["pool_size"] includes connections being made or retried
+    times_statements = True
+
+    def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:
+        """Give the connections a timing ``cursor_factory`` (the user's own one subclassed, not replaced)."""
+        if not isinstance(pool, PsycopgPool) or (pool.statements is not None and pool.statements is not telemetry):
+            return False  # a proxy shared with another SQLSpecOps already times into that one's telemetry
+        from sqlspec_ops._adapters._psycopg_cursor import timed_cursor_class  # noqa: PLC0415 - psycopg is optional
+
+        cc = config.connection_config
+        nested = cc.get("kwargs") or {}
+        # SQLSpec merges the "kwargs" sub-dict over the top-level keys, so a cursor_factory there is the one used.
+        in_kwargs = "cursor_factory" in nested
+        timed = timed_cursor_class(nested["cursor_factory"] if in_kwargs else cc.get("cursor_factory"))
+        if timed is None:
+            return False  # not an AsyncCursor class psycopg would make plain cursors with: leave it to psycopg
+        if in_kwargs:
+            cc["kwargs"] = {**nested, "cursor_factory": timed}  # a copy: the app's own dict is left as it was
+        else:
+            cc["cursor_factory"] = timed
+        pool.statements = telemetry
+        return True
 
     def default_max_for(self, min_size: int) -> int:
         """SQLSpec passes ``max_size=None``, so psycopg_pool makes max equal to min."""
@@ -95,8 +164,12 @@ class PsycopgAdapter(PostgresAdapter):
         return PoolCounts(open=stats.get("pool_size", 0), idle=stats.get("pool_available", 0))
 
     async def ping(self, connection: Any) -> None:
-        """Run ``SELECT 1``."""
-        await connection.execute("SELECT 1")
+        """Run ``SELECT 1`` (not counted as one of the app's statements)."""
+        armed = _disarm(connection)
+        try:
+            await connection.execute("SELECT 1")
+        finally:
+            _rearm(connection, armed)
 
     def connect_failure_name(self, exc: BaseException) -> str:
         """Name what libpq's text says went wrong (``InvalidPassword``, ``ConnectionRefusedError``...) or the class."""
@@ -141,12 +214,24 @@ class PsycopgAdapter(PostgresAdapter):
             yield connection
 
     async def fetch_one(self, connection: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        """Return the first row as a list."""
-        cursor = await connection.execute(sql, args)
-        row = await cursor.fetchone()
+        """Return the first row as a list (not counted as one of the app's statements)."""
+        armed = _disarm(connection)
+        try:
+            cursor = await connection.execute(sql, args)
+            row = await cursor.fetchone()
+        finally:
+            _rearm(connection, armed)
         if row is None:
             return []
         return list(row.values()) if isinstance(row, dict) else list(row)
+
+    async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
+        """Return the first row as a list (not counted as one of the app's statements)."""
+        armed = _disarm(connection)
+        try:
+            return await super().fetch_row(connection, sql)
+        finally:
+            _rearm(connection, armed)
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """psycopg_pool raises its own ``PoolTimeout``."""
@@ -159,6 +244,17 @@ class PsycopgAdapter(PostgresAdapter):
         a shutdown's own deadline (asgi-lifespan's is 5 s, Kubernetes' grace period is shared by everything).
         """
         await pool.close(timeout=_CLOSE_TIMEOUT)
+
+
+def _disarm(connection: Any) -> Any:
+    """Stop a borrowed connection's cursors timing (sqlspec-ops' own queries); return what was armed."""
+    state = getattr(connection, "__dict__", None)
+    return state.pop(ARMED, None) if state is not None else None
+
+
+def _rearm(connection: Any, armed: Any) -> None:
+    if armed is not None:
+        connection.__dict__[ARMED] = armed
 
 
 ADAPTER = PsycopgAdapter
