@@ -78,7 +78,7 @@ def _words(sql: str) -> list[str]:  # noqa: C901, PLR0912 - one small scanner, n
     return words
 
 
-def _classify(sql: str) -> str | None:
+def _classify(sql: str) -> str | None:  # noqa: PLR0911 - one return per statement kind
     stripped = sql.lstrip()
     if stripped.startswith("("):  # (SELECT ...) UNION (SELECT ...): the first statement inside says what it is
         return _classify(stripped[1:])

@@ -33,9 +33,13 @@ class TimedCursor(psycopg.AsyncCursor[Any]):
     # every statement, and this is the per-statement path benchmarks/statement_overhead.py measures.
 
     async def execute(
-        self, query: Query, params: Params | None = None, *, prepare: bool | None = None, binary: bool | None = None
+        self, query: Any, params: Params | None = None, *, prepare: bool | None = None, binary: bool | None = None
     ) -> Self:
-        """Run ``psycopg.AsyncCursor.execute``, timed."""
+        """Run ``psycopg.AsyncCursor.execute``, timed.
+
+        ``query`` is psycopg's ``Query`` (text, bytes, ``sql.Composable`` or a template); it is typed ``Any`` because
+        psycopg's own overloads accept a template only without ``params``, and this passes both on as given.
+        """
         armed = self._conn.__dict__.get(ARMED)
         if armed is None:
             return await super().execute(query, params, prepare=prepare, binary=binary)
