@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from sqlspec import SQLSpec
 from sqlspec.adapters.psycopg import PsycopgAsyncConfig
+from sqlspec.core import SQL
 from sqlspec.exceptions import SQLSpecError
 from sqlspec.observability import ObservabilityConfig
 
@@ -406,7 +407,14 @@ async def test_pipeline_statements_and_untimed_queries_pass_through(
 
 
 def test_copy_operation_names_match_sqlspecs() -> None:
-    """COPY is named by its direction as SQLSpec names it (COPY_FROM, COPY_TO)."""
-    assert operation_of("COPY t (a, b) FROM STDIN") == "COPY_FROM"
-    assert operation_of("COPY (SELECT 1) TO STDOUT") == "COPY_TO"
-    assert operation_of("copy t to stdout with (format csv)") == "COPY_TO"
+    """COPY is named by its direction exactly as SQLSpec's own compiler names it (COPY_FROM, COPY_TO)."""
+    expected = {
+        "COPY t (a, b) FROM STDIN": "COPY_FROM",
+        "COPY (SELECT 1) TO STDOUT": "COPY_TO",
+        "copy t to stdout with (format csv)": "COPY_TO",
+    }
+    for text, name in expected.items():
+        statement = SQL(text)
+        statement.compile()
+        assert statement.operation_type == name
+        assert operation_of(text) == name
