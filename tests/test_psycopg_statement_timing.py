@@ -26,7 +26,7 @@ from sqlspec.observability import ObservabilityConfig
 
 from sqlspec_ops import SQLSpecOps, configure_logging
 from sqlspec_ops._adapters._operations import operation_of
-from sqlspec_ops._adapters._psycopg_cursor import TimedCursor
+from sqlspec_ops._adapters.psycopg import TimedCursor
 from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.statements import (

@@ -30,25 +30,29 @@ What differs from SQLSpec's hooks, and what neither path counts:
   through SQLSpec are counted here; SQLSpec's hooks never see them.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
+# psycopg is an optional extra: the registry imports this module only once a psycopg config turns up.
+import psycopg
+from psycopg.abc import Params, Query
+from psycopg.copy import AsyncCopy, AsyncWriter
+from sqlspec.utils.correlation import correlation_id_var
+
+from sqlspec_ops._adapters._operations import operation_of
 from sqlspec_ops._adapters.base import PoolCounts, failure_name
 from sqlspec_ops._adapters.postgres import PostgresAdapter, dsn_application_name
 from sqlspec_ops._adapters.proxy import InstrumentedPool
 
-if TYPE_CHECKING:
-    from sqlspec_ops._statements import StatementTelemetry
-
-__all__ = ("ARMED", "PsycopgAdapter", "PsycopgPool")
+__all__ = ("PsycopgAdapter", "PsycopgPool", "TimedCursor")
 
 # The key of a connection's ``__dict__`` holding (telemetry, holder) while the proxy has it out (None or absent:
 # its cursors do not time). psycopg's connections have a ``__dict__``, its cursors only slots.
-ARMED = "_sqlspec_ops_armed"
+_ARMED = "_sqlspec_ops_armed"
 
 _CLOSE_TIMEOUT = 1.0  # seconds psycopg_pool waits for its worker tasks when closing
-_IN_TRANSACTION = frozenset({2, 3})  # psycopg.pq.TransactionStatus.INTRANS, INERROR (not imported: no driver import)
+_IN_TRANSACTION = frozenset({2, 3})  # psycopg.pq.TransactionStatus.INTRANS, INERROR
 
 # libpq reports a failed connection as text only (psycopg raises a bare OperationalError, no SQLSTATE), so the
 # cause is recognised from libpq's and the server's fixed wording and named by a class from this table: the text
@@ -70,11 +74,137 @@ _CONNECT_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+class TimedCursor(psycopg.AsyncCursor[Any]):
+    """A ``psycopg.AsyncCursor`` that times ``execute``, ``executemany`` and ``copy`` while its connection is armed.
+
+    The pool proxy arms a connection (``connection.__dict__[_ARMED] = (telemetry, holder)``) once psycopg_pool
+    handed it out and disarms it before giving it back; cursors have slots, so the state lives on the connection.
+    """
+
+    __slots__ = ()
+
+    # The three overrides repeat one shape on purpose: a shared helper would add a coroutine (and a frame) to
+    # every statement, and this is the per-statement path benchmarks/statement_overhead.py measures.
+
+    async def execute(
+        self, query: Any, params: Params | None = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Self:
+        """Run ``psycopg.AsyncCursor.execute``, timed.
+
+        ``query`` is psycopg's ``Query`` (text, bytes, ``sql.Composable`` or a template); it is typed ``Any`` because
+        psycopg's own overloads accept a template only without ``params``, and this passes both on as given.
+        """
+        armed = self._conn.__dict__.get(_ARMED)
+        if armed is None:
+            return await super().execute(query, params, prepare=prepare, binary=binary)
+        sql = query if isinstance(query, str) else _text_of(query)
+        # In pipeline mode (SQLSpec's execute_stack) execute only queues the statement and its error surfaces at
+        # the sync: no duration or outcome to record here, and SQLSpec's hooks do not count those either.
+        operation = None if sql is None or self._pgconn.pipeline_status else operation_of(sql)
+        if operation is None or sql is None:
+            return await super().execute(query, params, prepare=prepare, binary=binary)
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(sql, operation, request_id, armed[1])
+        try:
+            result = await super().execute(query, params, prepare=prepare, binary=binary)
+        except BaseException as exc:  # cancellations too: they are counted and fail the span
+            telemetry.finish(started, operation, sql, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, sql, request_id, failed=False)
+        return result
+
+    async def executemany(self, query: Query, params_seq: Iterable[Params], *, returning: bool = False) -> None:
+        """Run ``psycopg.AsyncCursor.executemany``, timed (one statement, however many parameter sets)."""
+        armed = self._conn.__dict__.get(_ARMED)
+        if armed is None:
+            await super().executemany(query, params_seq, returning=returning)
+            return
+        sql = query if isinstance(query, str) else _text_of(query)
+        operation = None if sql is None or self._pgconn.pipeline_status else operation_of(sql)
+        if operation is None or sql is None:
+            await super().executemany(query, params_seq, returning=returning)
+            return
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(sql, operation, request_id, armed[1])
+        try:
+            await super().executemany(query, params_seq, returning=returning)
+        except BaseException as exc:
+            telemetry.finish(started, operation, sql, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, sql, request_id, failed=False)
+
+    @asynccontextmanager
+    async def copy(
+        self, statement: Query, params: Params | None = None, *, writer: AsyncWriter | None = None
+    ) -> AsyncIterator[AsyncCopy]:
+        """Run ``psycopg.AsyncCursor.copy``, timed from the COPY's start to the end of its block (as SQLSpec's hooks).
+
+        SQLSpec's driver runs ``COPY ... FROM STDIN`` and ``COPY ... TO STDOUT`` through it; the data written or
+        read inside the block belongs to the statement, so the duration ends when the block does.
+        """
+        armed = self._conn.__dict__.get(_ARMED)
+        sql = None if armed is None else statement if isinstance(statement, str) else _text_of(statement)
+        operation = None if sql is None else operation_of(sql)  # psycopg refuses COPY in pipeline mode itself
+        if operation is None or sql is None or armed is None:
+            async with super().copy(statement, params, writer=writer) as copy:
+                yield copy
+            return
+        telemetry = armed[0]
+        request_id = correlation_id_var.get()
+        started = telemetry.begin(sql, operation, request_id, armed[1])
+        try:
+            async with super().copy(statement, params, writer=writer) as copy:
+                yield copy
+        except BaseException as exc:
+            telemetry.finish(started, operation, sql, request_id, failed=True, exc=exc)
+            raise
+        telemetry.finish(started, operation, sql, request_id, failed=False)
+
+
+def _text_of(query: Any) -> str | None:
+    """Return the text of a ``bytes`` query; None for ``sql.Composable`` and template queries (not timed).
+
+    Bytes are in the connection's client encoding, an ASCII superset, so the keywords that classify the
+    statement decode either way; the text is only a cache key and masked before anything is emitted. Composed
+    and template queries would have to be rendered through the connection (quoting every literal) per statement
+    just to be named, and SQLSpec never sends them (it passes SQL text), so they run untimed.
+    """
+    if isinstance(query, bytes):
+        return query.decode("utf-8", "replace")
+    return None
+
+
+_timed_cursor_classes: dict[type[Any], type[Any]] = {}
+
+
+def _timed_cursor_class(base: type[Any] | None) -> type[Any] | None:
+    """Return the timing subclass of ``base`` (the user's ``cursor_factory``; None: ``psycopg.AsyncCursor``).
+
+    Returns None when ``base`` is not an ``AsyncCursor`` class a connection can use as ``cursor_factory`` (a
+    server-side cursor needs a name; anything else is psycopg's to refuse): SQLSpec's hooks time statements then.
+    """
+    if base is None or base is psycopg.AsyncCursor:
+        return TimedCursor
+    if (
+        not isinstance(base, type)
+        or not issubclass(base, psycopg.AsyncCursor)
+        or issubclass(base, psycopg.AsyncServerCursor)
+    ):
+        return None
+    if issubclass(base, TimedCursor):
+        return base
+    timed = _timed_cursor_classes.get(base)
+    if timed is None:
+        # TimedCursor first in the MRO: its super() calls reach the user's overrides, then psycopg's. No
+        # __dict__ is added to classes that have none (psycopg's cursors use slots).
+        timed = _timed_cursor_classes[base] = type(f"Timed{base.__name__}", (TimedCursor, base), {"__slots__": ()})
+    return timed
+
+
 class PsycopgPool(InstrumentedPool):
     """psycopg_pool's borrow API: ``async with pool.connection(timeout=...) as connection``."""
-
-    # The telemetry the connections' cursors time statements into while out (None: SQLSpec's hooks do it).
-    statements: "StatementTelemetry | None" = None
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: ASYNC109 - psycopg_pool's signature
@@ -91,16 +221,16 @@ class PsycopgPool(InstrumentedPool):
             if timed_out is not None:
                 raise timed_out from exc
             raise
-        self._acquired(key, started, connection)
-        telemetry = self.statements
+        holder = self._acquired(key, started, connection)
+        telemetry = self.statements  # set by PsycopgAdapter.time_statements (None: SQLSpec's hooks time them)
         if telemetry is not None:
             # Armed only now: psycopg_pool's check and the configure callbacks ran before it handed it out.
-            connection.__dict__[ARMED] = (telemetry, self.current_holder.get())
+            connection.__dict__[_ARMED] = (telemetry, holder)
         try:
             yield connection
         except BaseException as exc:
             if telemetry is not None:
-                connection.__dict__[ARMED] = None  # psycopg_pool's commit, rollback and reset are not the app's
+                connection.__dict__[_ARMED] = None  # psycopg_pool's commit, rollback and reset are not the app's
             self._released(key)  # before the pool gets it back: it may hand it to a waiter at once
             try:
                 await context.__aexit__(type(exc), exc, exc.__traceback__)
@@ -109,7 +239,7 @@ class PsycopgPool(InstrumentedPool):
             raise
         else:
             if telemetry is not None:
-                connection.__dict__[ARMED] = None
+                connection.__dict__[_ARMED] = None
             self._released(key)
             try:
                 await context.__aexit__(None, None, None)
@@ -134,13 +264,11 @@ class PsycopgAdapter(PostgresAdapter):
         """Give the connections a timing ``cursor_factory`` (the user's own one subclassed, not replaced)."""
         if not isinstance(pool, PsycopgPool) or (pool.statements is not None and pool.statements is not telemetry):
             return False  # a proxy shared with another SQLSpecOps already times into that one's telemetry
-        from sqlspec_ops._adapters._psycopg_cursor import timed_cursor_class  # noqa: PLC0415 - psycopg is optional
-
         cc = config.connection_config
         nested = cc.get("kwargs") or {}
         # SQLSpec merges the "kwargs" sub-dict over the top-level keys, so a cursor_factory there is the one used.
         in_kwargs = "cursor_factory" in nested
-        timed = timed_cursor_class(nested["cursor_factory"] if in_kwargs else cc.get("cursor_factory"))
+        timed = _timed_cursor_class(nested["cursor_factory"] if in_kwargs else cc.get("cursor_factory"))
         if timed is None:
             return False  # not an AsyncCursor class psycopg would make plain cursors with: leave it to psycopg
         if in_kwargs:
@@ -249,12 +377,12 @@ class PsycopgAdapter(PostgresAdapter):
 def _disarm(connection: Any) -> Any:
     """Stop a borrowed connection's cursors timing (sqlspec-ops' own queries); return what was armed."""
     state = getattr(connection, "__dict__", None)
-    return state.pop(ARMED, None) if state is not None else None
+    return state.pop(_ARMED, None) if state is not None else None
 
 
 def _rearm(connection: Any, armed: Any) -> None:
     if armed is not None:
-        connection.__dict__[ARMED] = armed
+        connection.__dict__[_ARMED] = armed
 
 
 ADAPTER = PsycopgAdapter
