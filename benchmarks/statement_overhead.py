@@ -1,4 +1,4 @@
-"""CPU and wall time that statement telemetry adds per statement, against a throwaway PostgreSQL (asyncpg).
+"""CPU and wall time that statement telemetry adds per statement, against a throwaway PostgreSQL (asyncpg, psycopg).
 
 Usage::
 
@@ -27,6 +27,9 @@ Variants:
   carries one no-op lifecycle hook of its own, so SQLSpec is not idle and sqlspec-ops registers its hooks).
 - ``sqlspec-prometheus``: SQLSpec's built-in Prometheus observer (``extension_config={"prometheus": ...}``).
 - ``sqlspec-spans-prometheus``: SQLSpec's built-in spans (same dropping provider) plus its Prometheus observer.
+- ``psycopg-bare``, ``psycopg-ops-metrics``, ``psycopg-ops-metrics-spans``, ``psycopg-ops-metrics-hooks``: the
+  same on psycopg (``SELECT %s::int``, a one-connection psycopg_pool); their added cost is to ``psycopg-bare``.
+  sqlspec-ops times psycopg statements on its ``cursor_factory`` (``sqlspec_ops/_adapters/psycopg.py``).
 - ``driver-logger`` and ``driver-connclass``: where a driver-hook path fits. SQLSpec stays on its idle fast path
   and asyncpg itself reports each statement to a metric + tally prototype (``benchmarks/driver_hooks.py``):
   ``add_query_logger`` in the pool's ``init``, or a ``Connection`` subclass through ``connection_class``.
@@ -78,8 +81,25 @@ VARIANTS = (
     "sqlspec-spans-prometheus",
     "driver-logger",
     "driver-connclass",
+    "psycopg-bare",
+    "psycopg-ops-metrics",
+    "psycopg-ops-metrics-spans",
+    "psycopg-ops-metrics-hooks",
 )
-TARGETS = {"ops-metrics": 15.0, "ops-metrics-spans": 60.0}  # added CPU µs per statement (issue 13)
+_PSYCOPG = "psycopg-"
+PSYCOPG_SQL = "SELECT %s::int"
+# Added CPU µs per statement (issue 13), on either driver.
+TARGETS = {
+    "ops-metrics": 15.0,
+    "ops-metrics-spans": 60.0,
+    "psycopg-ops-metrics": 15.0,
+    "psycopg-ops-metrics-spans": 60.0,
+}
+
+
+def baseline_of(name: str) -> str:
+    """Return the variant a variant's added cost is measured against (the bare set-up of its driver)."""
+    return "psycopg-bare" if name.startswith(_PSYCOPG) else "bare"
 
 
 class DropSpans(SpanProcessor):
@@ -108,12 +128,14 @@ class Variant:
     def __init__(self, name: str, dsn: str) -> None:
         self.name = name
         self.spec = SQLSpec()
+        self.sql = PSYCOPG_SQL if name.startswith(_PSYCOPG) else SQL
+        kind = name.removeprefix(_PSYCOPG)
         extension_config: dict[str, Any] = {}
         observability: ObservabilityConfig | None = None
-        if name == "noop-hooks":
+        if kind == "noop-hooks":
             hooks: Any = {"on_query_start": [_noop], "on_query_complete": [_noop], "on_error": [_noop]}
             observability = ObservabilityConfig(lifecycle=hooks)
-        elif name == "ops-metrics-hooks":
+        elif kind == "ops-metrics-hooks":
             observability = ObservabilityConfig(lifecycle=cast("Any", {"on_query_start": [_noop]}))
         elif name == "sqlspec-prometheus":
             extension_config["prometheus"] = {"registry": CollectorRegistry()}
@@ -125,16 +147,27 @@ class Variant:
             connection_config["init"] = add_query_logger
         elif name == "driver-connclass":
             connection_config["connection_class"] = TimedConnection
-        self.config = self.spec.add_config(
-            AsyncpgConfig(
-                connection_config=connection_config,
-                observability_config=observability,
-                extension_config=extension_config,
+        self.config: Any
+        if name.startswith(_PSYCOPG):
+            from sqlspec.adapters.psycopg import PsycopgAsyncConfig  # noqa: PLC0415 - the psycopg extra
+
+            self.config = self.spec.add_config(
+                PsycopgAsyncConfig(
+                    connection_config={"conninfo": dsn, "min_size": 1, "max_size": 1, "autocommit": True},
+                    observability_config=observability,
+                )
             )
-        )
+        else:
+            self.config = self.spec.add_config(
+                AsyncpgConfig(
+                    connection_config=connection_config,
+                    observability_config=observability,
+                    extension_config=extension_config,
+                )
+            )
         self.ops: SQLSpecOps | None = None
-        if name.startswith("ops-"):
-            provider = _dropping_provider() if name == "ops-metrics-spans" else None
+        if kind.startswith("ops-"):
+            provider = _dropping_provider() if kind == "ops-metrics-spans" else None
             self.ops = SQLSpecOps(
                 self.spec,
                 registry=CollectorRegistry(),
@@ -156,10 +189,10 @@ class Variant:
         await self.spec.close_all_pools()
 
 
-async def _chunk(session: Any, statements: int) -> tuple[float, float]:
+async def _chunk(session: Any, statements: int, sql: str = SQL) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     for index in range(statements):
-        await session.select_value(SQL, index)
+        await session.select_value(sql, index)
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
@@ -185,21 +218,22 @@ async def measure(
     try:
         async with AsyncExitStack() as stack:
             sessions = [
-                (variant.name, await stack.enter_async_context(variant.spec.provide_session(variant.config)))
+                (variant, await stack.enter_async_context(variant.spec.provide_session(variant.config)))
                 for variant in variants
             ]
             token = _tally.set(RequestTally())  # as inside a request under the middleware
             try:
-                for _, session in sessions:
-                    await _chunk(session, warmup)
+                for variant, session in sessions:
+                    await _chunk(session, warmup, variant.sql)
                 cycles = max(1, statements // chunk)
                 for round_index in range(rounds):
                     gc.collect()
                     totals = dict.fromkeys(VARIANTS, 0.0)
                     for cycle in range(cycles):
                         shift = (round_index * cycles + cycle) % len(sessions)
-                        for name, session in sessions[shift:] + sessions[:shift]:
-                            cpu_s, wall_s = await _chunk(session, chunk)
+                        for variant, session in sessions[shift:] + sessions[:shift]:
+                            name = variant.name
+                            cpu_s, wall_s = await _chunk(session, chunk, variant.sql)
                             cpu[name].append(cpu_s)
                             wall[name].append(wall_s)
                             totals[name] += cpu_s
@@ -215,8 +249,9 @@ async def measure(
             await variant.close()
     summary: dict[str, Any] = {}
     for name in VARIANTS:
-        added_cpu = [c - b for c, b in zip(cpu[name], cpu["bare"], strict=True)]
-        added_wall = [w - b for w, b in zip(wall[name], wall["bare"], strict=True)]
+        base = baseline_of(name)
+        added_cpu = [c - b for c, b in zip(cpu[name], cpu[base], strict=True)]
+        added_wall = [w - b for w, b in zip(wall[name], wall[base], strict=True)]
         summary[name] = {
             "cpu_us": _median_us(cpu[name], chunk),
             "wall_us": _median_us(wall[name], chunk),
@@ -231,7 +266,8 @@ def markdown(report: dict[str, Any]) -> str:
     """Render the summary as a Markdown table."""
     lines = [
         (
-            f"Statement overhead: `{SQL}` on one asyncpg session per variant, {report['rounds']} rounds of "
+            f"Statement overhead: `{SQL}` on one asyncpg session per variant (`{PSYCOPG_SQL}` on psycopg for the "
+            f"`psycopg-` variants, added cost to `psycopg-bare`), {report['rounds']} rounds of "
             f"{report['statements']:,} statements per variant, interleaved in chunks of {report['chunk']}; medians "
             f"per chunk. Python {report['python']}, sqlspec {report['sqlspec']}, {report['cpus']} CPUs."
         ),
@@ -256,6 +292,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{ours['noop-hooks']['added_cpu_us']} µs is SQLSpec's instrumented execution path (`noop-hooks`), "
             "which turns on as soon as any hook exists."
         ),
+        "",
+        (
+            f"On psycopg, `psycopg-ops-metrics` times statements on psycopg's `cursor_factory` and adds "
+            f"{ours['psycopg-ops-metrics']['added_cpu_us']} µs; on SQLSpec's hooks "
+            f"(`psycopg-ops-metrics-hooks`) {ours['psycopg-ops-metrics-hooks']['added_cpu_us']} µs."
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -270,10 +312,10 @@ async def profile(dsn: str, name: str, statements: int) -> None:
         async with variant.spec.provide_session(variant.config) as session:
             token = _tally.set(RequestTally())
             try:
-                await _chunk(session, 500)
+                await _chunk(session, 500, variant.sql)
                 profiler = Profiler(interval=0.0001, async_mode="disabled")
                 profiler.start()
-                await _chunk(session, statements)
+                await _chunk(session, statements, variant.sql)
                 profiler.stop()
             finally:
                 _tally.reset(token)

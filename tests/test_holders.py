@@ -311,6 +311,41 @@ async def test_asyncpg_connection_create_time_through_the_connect_hook(
     assert (sample(registry, "db_client_connection_create_time_seconds_sum") or 0) > 0
 
 
+async def test_psycopg_connection_create_time_through_the_connection_class(
+    pg: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """Each connection psycopg_pool opens is timed through its connection_class; the config's own class is kept."""
+    import psycopg  # noqa: PLC0415 - the driver under test
+
+    made: list[str] = []
+
+    class OwnConnection(psycopg.AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            made.append(cls.__name__)
+            return await super().connect(*args, **kwargs)
+
+    spec = SQLSpec()
+    config = spec.add_config(
+        PsycopgAsyncConfig(
+            connection_config={"conninfo": pg.dsn, "min_size": 3, "connection_class": OwnConnection}, bind_key=POOL
+        )
+    )
+    app = FastAPI()
+    SQLSpecOps(spec, registry=registry).instrument(app)
+    async with serving(app):
+        # psycopg_pool opens min_size connections in the background once the pool is open
+        await eventually(
+            lambda: sample(registry, "db_client_connection_create_time_seconds_count") == 3,
+            timeout=10,
+            what="three timed connects",
+        )
+        async with config.provide_session() as session:
+            assert isinstance(session.connection, OwnConnection)
+    assert len(made) == 3
+    assert (sample(registry, "db_client_connection_create_time_seconds_sum") or 0) > 0
+
+
 async def test_leak_threshold_is_validated_and_a_short_one_warns(
     pg: PostgresServer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,7 +16,7 @@ class AiosqlitePool(AcquireReleasePool):
     @asynccontextmanager
     async def get_connection(self) -> AsyncIterator[Any]:
         """Borrow a connection the way SQLSpec's aiosqlite ``provide_connection`` does."""
-        pooled = await self._acquire((), {})
+        pooled = await self._acquire(None)
         try:
             yield pooled.connection
         finally:

@@ -20,7 +20,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlspec.utils.correlation import correlation_id_var
@@ -157,8 +157,6 @@ def _timed_connection_class(base: type[Any] | None) -> type[Any]:
 
 class AsyncpgPool(AcquireReleasePool):
     """asyncpg's borrow API: ``acquire(timeout=...)`` (awaitable and ``async with``) and ``release()``."""
-
-    timeout_keyword: ClassVar[str | None] = "timeout"
 
     def _arm(self, connection: Any, holder: "Holder") -> None:
         # Armed only now: SQLSpec's and the user's init ran when the connection was made. asyncpg's pool hands

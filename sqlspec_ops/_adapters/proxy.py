@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from sqlspec_ops._adapters.base import Adapter, PoolCounts, PoolSizes, PoolTarget
 from sqlspec_ops._context import request_tally_var
@@ -467,19 +467,18 @@ class InstrumentedPool:
 class _Acquire:
     """What ``pool.acquire()`` returns: awaitable (SQLSpec's use) and an async context manager."""
 
-    __slots__ = ("_args", "_connection", "_kwargs", "_pool")
+    __slots__ = ("_connection", "_pool", "_timeout")
 
-    def __init__(self, pool: "AcquireReleasePool", args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, pool: "AcquireReleasePool", timeout: float | None) -> None:
         self._pool = pool
-        self._args = args
-        self._kwargs = kwargs
+        self._timeout = timeout
         self._connection: Any = None
 
     def __await__(self) -> Any:
-        return self._pool._acquire(self._args, self._kwargs).__await__()  # noqa: SLF001
+        return self._pool._acquire(self._timeout).__await__()  # noqa: SLF001
 
     async def __aenter__(self) -> Any:
-        self._connection = await self._pool._acquire(self._args, self._kwargs)  # noqa: SLF001
+        self._connection = await self._pool._acquire(self._timeout)  # noqa: SLF001
         return self._connection
 
     async def __aexit__(
@@ -493,12 +492,15 @@ class _Acquire:
 class AcquireReleasePool(InstrumentedPool):
     """The ``connection = await pool.acquire()`` / ``await pool.release(connection)`` borrow style."""
 
-    # The keyword the driver's acquire() takes its timeout as (None: it takes none; the proxy bounds the wait).
-    timeout_keyword: ClassVar[str | None] = None
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        """Borrow a connection; await it or use it with ``async with``.
 
-    def acquire(self, *args: Any, **kwargs: Any) -> _Acquire:
-        """Borrow a connection; await it or use it with ``async with``."""
-        return _Acquire(self, args, kwargs)
+        Args:
+            timeout: Seconds to wait for a free connection (asyncpg's keyword; default: ``acquire_timeout``).
+                The proxy bounds the wait itself, so every driver honours it.
+
+        """
+        return _Acquire(self, timeout)
 
     async def release(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         """Give a connection back and record how long it was held."""
@@ -519,17 +521,17 @@ class AcquireReleasePool(InstrumentedPool):
     def _disarm(self, connection: Any) -> None:
         """Stop timing statements on a connection about to go back (drivers that time statements override)."""
 
-    async def _acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - the caller's acquire timeout
         inner = self._inner if self._inner is not None else await self.open()
-        keyword = self.timeout_keyword
-        timeout = self._timeout_for(kwargs.pop(keyword, None) if keyword is not None else None)
+        if timeout is None:
+            timeout = self.acquire_timeout
         started = self._begin_wait()
         try:
             if timeout is None:
-                connection = await inner.acquire(*args, **kwargs)
+                connection = await inner.acquire()
             else:
                 async with asyncio.timeout(timeout):
-                    connection = await inner.acquire(*args, **kwargs)
+                    connection = await inner.acquire()
         except BaseException as exc:
             timed_out = self._acquire_failed(exc, started)
             if timed_out is not None:

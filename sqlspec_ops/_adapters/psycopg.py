@@ -30,8 +30,9 @@ What differs from SQLSpec's hooks, and what neither path counts:
   through SQLSpec are counted here; SQLSpec's hooks never see them.
 """
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from time import perf_counter
 from typing import Any, Self
 
 # psycopg is an optional extra: the registry imports this module only once a psycopg config turns up.
@@ -278,6 +279,21 @@ class PsycopgAdapter(PostgresAdapter):
         pool.statements = telemetry
         return True
 
+    def time_connects(self, config: Any, observe: Callable[[float], None]) -> bool:
+        """Time each connect through psycopg_pool's ``connection_class`` argument (the config's own one subclassed).
+
+        psycopg_pool opens every connection with ``connection_class.connect(...)``, a classmethod a subclass may
+        override; SQLSpec's standalone ``create_connection()`` uses the same class, so it is timed too.
+        """
+        cc = config.connection_config
+        current = cc.get("connection_class")
+        if getattr(current, "sqlspec_ops_timed", False):
+            return True
+        if current is not None and not (isinstance(current, type) and issubclass(current, psycopg.AsyncConnection)):
+            return False  # not a connection class psycopg_pool would accept: leave it to psycopg_pool to say so
+        cc["connection_class"] = _timed_connect_class(current or psycopg.AsyncConnection, observe)
+        return True
+
     def default_max_for(self, min_size: int) -> int:
         """SQLSpec passes ``max_size=None``, so psycopg_pool makes max equal to min."""
         return min_size
@@ -372,6 +388,23 @@ class PsycopgAdapter(PostgresAdapter):
         a shutdown's own deadline (asgi-lifespan's is 5 s, Kubernetes' grace period is shared by everything).
         """
         await pool.close(timeout=_CLOSE_TIMEOUT)
+
+
+def _timed_connect_class(base: type[Any], observe: Callable[[float], None]) -> type[Any]:
+    """Return a subclass of ``base`` whose ``connect`` reports how long each successful connect took."""
+
+    class TimedConnect(base):  # type: ignore[misc] # a subclass of the class the config names
+        sqlspec_ops_timed = True
+
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            started = perf_counter()
+            connection = await super().connect(*args, **kwargs)
+            observe(perf_counter() - started)  # successful connects only: failures have no creation time
+            return connection
+
+    TimedConnect.__name__ = TimedConnect.__qualname__ = f"TimedConnect{base.__name__}"
+    return TimedConnect
 
 
 def _disarm(connection: Any) -> Any:
