@@ -259,8 +259,11 @@ def profile(dsn: str, variant: str, seconds: float, top: int) -> None:
         wrk(server.url, "/users/1", 2.0, load_pin)  # warm-up
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "stacks.txt"
+            # py-spy sits beside the interpreter in a venv that is not activated
+            beside = Path(sys.executable).with_name("py-spy")
+            spy_command = str(beside) if beside.exists() else "py-spy"
             spy = subprocess.Popen([
-                "py-spy", "record", "--pid", str(server.process.pid), "--rate", "997", "--format", "raw",
+                spy_command, "record", "--pid", str(server.process.pid), "--rate", "997", "--format", "raw",
                 "--output", str(raw), "--duration", str(round(seconds)), "--nonblocking",
             ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(0.5)

@@ -23,7 +23,7 @@ Other per-request work plugs in through :class:`RequestHooks` (``SQLSpecOps`` ad
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from contextvars import ContextVar
 from random import randbytes as _randbytes
@@ -165,13 +165,15 @@ class RequestIdMiddleware:
         hooks = self.hooks
         state = hooks.on_start(scope, request_id) if hooks is not None else None
 
-        async def send_with_id(message: Message) -> None:
+        # A plain function handing back the server's own awaitable: no coroutine of ours is added to the await
+        # chain, which every resumption of the request's task walks through.
+        def send_with_id(message: Message) -> Awaitable[None]:
             if message["type"] in _STARTS_RESPONSE:
                 headers = _raw_headers(message)
                 _replace(headers, header)  # the app may have set the header itself
                 if hooks is not None:
                     headers.extend(hooks.response_headers(state))
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
@@ -229,17 +231,16 @@ class PrefixShortcut:
         self._prefix = prefix
         self._slash_prefix = prefix + "/"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Route one ASGI scope."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Route one ASGI scope: hand back the chosen app's awaitable (no frame of ours stays in the await chain)."""
         if scope["type"] == "http":
             path: str = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
             if path.startswith(self._slash_prefix) or path == self._prefix:
-                await self.ops(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+                return self.ops(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 class ServerErrorShell(ServerErrorMiddleware):
@@ -248,13 +249,14 @@ class ServerErrorShell(ServerErrorMiddleware):
     opentelemetry-instrumentation-fastapi, when it instruments the app after sqlspec-ops, accepts only a stack
     that starts with ``ServerErrorMiddleware``: it takes that layer's ``app``, ``handler`` and ``debug`` and builds
     its own around its server span. Until then this shell does nothing per request (Starlette's real one, inside,
-    already answers an unhandled exception with a 500 before it propagates), so it costs one call.
+    already answers an unhandled exception with a 500 before it propagates), so it costs one call and hands back
+    the wrapped app's awaitable: no frame of its own stays in the await chain.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         """Wrap ``app`` (no handler, not in debug mode: the app's own ServerErrorMiddleware has those)."""
         super().__init__(app)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
         """Pass the call on unchanged."""
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)  # type: ignore[return-value] # ASGI apps are awaited, nothing more
