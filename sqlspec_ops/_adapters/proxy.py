@@ -19,6 +19,7 @@ import asyncio
 import logging
 import sys
 from collections import deque
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
@@ -464,6 +465,10 @@ class InstrumentedPool:
         return self.acquire_timeout if requested is None else requested
 
 
+async def _nothing() -> None:
+    """Do nothing: what a release awaits once the pool was closed."""
+
+
 class _Acquire:
     """What ``pool.acquire()`` returns: awaitable (SQLSpec's use) and an async context manager."""
 
@@ -502,18 +507,31 @@ class AcquireReleasePool(InstrumentedPool):
         """
         return _Acquire(self, timeout)
 
-    async def release(self, connection: Any, *args: Any, **kwargs: Any) -> None:
-        """Give a connection back and record how long it was held."""
+    def release(self, connection: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        """Give a connection back and record how long it was held (await the result, as the driver's own).
+
+        In one process the bookkeeping is done before the driver gets the connection back and the driver's own
+        awaitable is handed back, so no coroutine of the proxy sits in the await chain while the driver resets
+        the connection; under several workers the counts are written again once the driver has it back.
+        """
         if self.statements is not None:
             self._disarm(connection)  # the driver's reset on release is not one of the app's statements
         # Counted as returned before the driver gets it back: the driver may hand it to a waiter at once.
         self._released(id(connection))
         inner = self._inner
-        if inner is not None:
-            try:
-                await inner.release(connection, *args, **kwargs)
-            finally:
-                self._returned()
+        if inner is None:
+            return _nothing()
+        if self._push:
+            return self._release_and_publish(inner, connection, args, kwargs)
+        return inner.release(connection, *args, **kwargs)  # type: ignore[no-any-return]
+
+    async def _release_and_publish(
+        self, inner: Any, connection: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            await inner.release(connection, *args, **kwargs)
+        finally:
+            self._returned()
 
     def _arm(self, connection: Any, holder: Holder) -> None:
         """Start timing statements on a connection just handed out (drivers that time statements override)."""
