@@ -23,6 +23,7 @@ Other per-request work plugs in through :class:`RequestHooks` (``SQLSpecOps`` ad
 """
 
 import re
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from contextvars import ContextVar
@@ -32,7 +33,6 @@ from typing import Any, Protocol
 from sqlspec.utils.correlation import correlation_id_var
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from sqlspec_ops._context import request_id_var
 
@@ -53,15 +53,29 @@ _STARTS_RESPONSE = frozenset(("http.response.start", "websocket.accept", "websoc
 EXCEPTION_REQUEST_ID = "_sqlspec_ops_request_id"
 
 
-# structlog keeps one ContextVar per bound key; binding once tells us which, so each request costs a single
-# set/reset instead of bind_contextvars' per-call dict and lookups.
-def _structlog_request_id_var() -> "ContextVar[Any]":
-    tokens = bind_contextvars(request_id=None)
-    reset_contextvars(**tokens)
-    return tokens["request_id"].var
+class _Structlog:
+    """structlog's context variable for ``request_id``, found once structlog is in use in this process.
 
+    structlog keeps one ContextVar per bound key; binding once tells us which, so each request costs a single
+    set/reset instead of ``bind_contextvars``' per-call dict and lookups. It is looked up only once something
+    imported structlog (the app, its logging set-up, :func:`sqlspec_ops.configure_logging`): nothing can read
+    structlog's context before that, and importing it for an app that never logs through it would load structlog
+    (and rich, when installed) for nothing. Until then each request pays one dictionary lookup.
+    """
 
-_structlog_var = _structlog_request_id_var()
+    var: "ContextVar[Any] | None" = None
+
+    @classmethod
+    def find(cls) -> "ContextVar[Any] | None":
+        """Return the variable once structlog is imported (None before)."""
+        if "structlog" not in sys.modules:
+            return None
+        from structlog.contextvars import bind_contextvars, reset_contextvars  # noqa: PLC0415 - see the class
+
+        tokens = bind_contextvars(request_id=None)
+        reset_contextvars(**tokens)
+        cls.var = tokens["request_id"].var
+        return cls.var
 
 
 def is_valid_request_id(value: bytes) -> bool:
@@ -161,7 +175,8 @@ class RequestIdMiddleware:
         header = (self._header_key, request_id.encode("ascii"))
         id_token = request_id_var.set(request_id)
         correlation_token = correlation_id_var.set(request_id)
-        structlog_token = _structlog_var.set(request_id)
+        structlog_var = _Structlog.var or _Structlog.find()
+        structlog_token = structlog_var.set(request_id) if structlog_var is not None else None
         hooks = self.hooks
         state = hooks.on_start(scope, request_id) if hooks is not None else None
 
@@ -185,7 +200,8 @@ class RequestIdMiddleware:
         finally:
             if hooks is not None:
                 hooks.on_end(scope, state, request_id)
-            _structlog_var.reset(structlog_token)
+            if structlog_var is not None and structlog_token is not None:
+                structlog_var.reset(structlog_token)
             correlation_id_var.reset(correlation_token)
             request_id_var.reset(id_token)
 

@@ -279,3 +279,24 @@ def test_operation_names_match_sqlspecs() -> None:
         "RELEASE SAVEPOINT s",
     ):
         assert operation_of(control) is None
+
+
+async def test_statements_on_a_raw_connection_are_counted_while_borrowed(
+    pg: PostgresServer, registry: CollectorRegistry
+) -> None:
+    """config.provide_connection() hands out asyncpg's own connection: the timing class counts what runs on it."""
+    spec, config = _spec(pg)
+    app = FastAPI()
+
+    @app.get("/raw")
+    async def raw() -> int:
+        async with config.provide_connection() as connection:
+            await connection.execute("SELECT 1")
+            return int(await connection.fetchval("SELECT 2"))
+
+    SQLSpecOps(spec, registry=registry).instrument(app)
+    async with serving(app) as client:
+        response = await client.get("/raw")
+    assert response.json() == 2
+    assert response.headers["server-timing"].endswith('desc="2 queries"')
+    assert sum(duration_counts(registry).values()) == 2

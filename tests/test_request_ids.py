@@ -5,7 +5,10 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +24,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sqlspec_ops import RequestIdMiddleware, SQLSpecOps, configure_logging, get_request_id
 from tests.support.asgi import http_request, response_headers, websocket_session
+from tests.support.paths import ROOT
+from tests.support.processes import clean_env
 
 VALID = re.compile(rb"[\x21-\x7e]{1,128}")
 GENERATED = re.compile(rb"[0-9a-f]{32}")
@@ -309,3 +314,61 @@ async def test_websocket_denial_response_carries_the_id() -> None:
     [start] = [m for m in sent if m["type"] == "websocket.http.response.start"]
     assert start["status"] == 403
     assert _ids(start["headers"]) == [b"deny-1"]
+
+
+_STRUCTLOG_LATE = """
+import asyncio
+import sys
+
+import httpx
+from fastapi import FastAPI
+from sqlspec import SQLSpec
+from sqlspec.adapters.aiosqlite import AiosqliteConfig
+
+from sqlspec_ops import SQLSpecOps
+
+seen = []
+app = FastAPI()
+
+
+@app.get("/")
+async def root() -> dict:
+    contextvars = sys.modules.get("structlog.contextvars")
+    seen.append(None if contextvars is None else contextvars.get_contextvars().get("request_id"))
+    return {}
+
+
+async def main() -> None:
+    spec = SQLSpec()
+    spec.add_config(AiosqliteConfig(connection_config={"database": ":memory:"}))
+    SQLSpecOps(spec).instrument(app)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await client.get("/", headers={"x-request-id": "before-structlog"})
+        print("structlog imported:", "structlog" in sys.modules)
+        import structlog  # noqa: F401
+
+        await client.get("/", headers={"x-request-id": "after-structlog"})
+    print("seen:", seen)
+
+
+asyncio.run(main())
+"""
+
+
+def test_structlog_is_bound_once_in_use_and_never_imported_for_an_app_without_it(tmp_path: Path) -> None:
+    """An app that never imports structlog does not load it; once something imports it, requests bind their ID."""
+    script = tmp_path / "late.py"
+    script.write_text(_STRUCTLOG_LATE)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "structlog imported: False" in result.stdout
+    assert "seen: [None, 'after-structlog']" in result.stdout
