@@ -118,16 +118,21 @@ def build_router(  # noqa: C901 - counts the route closures
     async def live(request: Request) -> Response:
         return health_response(request, {"status": "pass"}, 200)
 
-    @router.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: every database answers SELECT 1")
-    async def ready(request: Request) -> Response:
+    async def readiness() -> tuple[dict[str, Any], int]:
+        """Return the ``/ready`` body and status (the status page shows the same verdict)."""
         reasons = refusals.reasons if refusals is not None else ()
         if reasons:
             # Taken out of rotation on purpose: answer at once; the last checks (if any) stay visible.
             last = health.last
             body = {"status": "fail", "output": "; ".join(reasons), "checks": last.as_json()["checks"] if last else {}}
-            return health_response(request, body, 503)
+            return body, 503
         report = await health.check()
-        return health_response(request, report.as_json(), 503 if report.status == "fail" else 200)
+        return report.as_json(), 503 if report.status == "fail" else 200
+
+    @router.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: every database answers SELECT 1")
+    async def ready(request: Request) -> Response:
+        body, status = await readiness()
+        return health_response(request, body, status)
 
     router.add_api_route("/health", ready, methods=["GET", "HEAD"], summary="Alias of /ready")
 
@@ -159,7 +164,7 @@ def build_router(  # noqa: C901 - counts the route closures
         nonce = secrets.token_urlsafe(18)
         page = render_status_page(
             service=service or service_name(title=getattr(request.app, "title", None)),
-            health=(await health.check()).as_json(),
+            health=(await readiness())[0],
             pools=pools_report(),
             nonce=nonce,
             refresh_seconds=_PAGE_REFRESH_SECONDS,

@@ -41,7 +41,7 @@ td.n{white-space:nowrap}td.n .flag{display:block;white-space:normal}
 .st{font-weight:600;padding:0 .35rem;border-radius:.25rem;border:1px solid currentColor}
 .st-pass{color:var(--pass)}.st-warn{color:var(--warn)}.st-fail{color:var(--fail)}.st-unknown{color:var(--muted)}
 tr.leak td{background:color-mix(in srgb,var(--fail) 14%,transparent)}
-.flag{color:var(--fail);font-weight:600}
+.flag,.reason{color:var(--fail);font-weight:600}
 svg.bar{display:block;width:100%;max-width:36rem;height:1rem;margin:.3rem 0}
 .b-used{fill:var(--used)}.b-idle{fill:var(--idle)}.b-free{fill:var(--free)}
 .key{display:inline-block;width:.8em;height:.8em;margin:0 .25em 0 .6em;vertical-align:-.05em}
@@ -207,9 +207,12 @@ def _readiness(health: dict[str, Any]) -> str:
         if rows
         else "<p>No database is checked.</p>"
     )
+    # A reason at the top level is why the whole instance is out of rotation (ops.refusing_traffic): say it first.
+    output = health.get("output")
+    reason = f' <span class="reason">Refusing traffic: {_e(str(output))}</span>' if output else ""
     return (
         '<section aria-labelledby="h-ready"><h2 id="h-ready">Readiness</h2>'
-        f"<p>Overall: {_state(health.get('status'))}</p>{table}</section>"
+        f"<p>Overall: {_state(health.get('status'))}{reason}</p>{table}</section>"
     )
 
 

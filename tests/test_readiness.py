@@ -256,6 +256,26 @@ async def test_refusing_traffic_takes_the_instance_out_of_rotation(registry: Col
             ops.refusing_traffic("  ")
 
 
+async def test_status_page_says_the_instance_refuses_traffic_and_why(registry: CollectorRegistry) -> None:
+    """While refusing_traffic is held the status page's verdict is /ready's: fail, with the reason; then pass again."""
+    spec = SQLSpec()
+    spec.add_config(AiosqliteConfig(connection_config={"database": ":memory:"}, bind_key="main"))
+    ops = SQLSpecOps(spec, registry=registry, health_cache_ttl=0.0)
+    app = FastAPI()
+    ops.instrument(app)
+    async with serving(app) as client:
+        before = (await client.get("/ops/")).text
+        with ops.refusing_traffic("running <migrations>"):
+            during = (await client.get("/ops/")).text
+        after = (await client.get("/ops/")).text
+    assert "Refusing traffic" not in before
+    assert "Refusing traffic" not in after
+    assert "Refusing traffic: running &lt;migrations&gt;" in during  # escaped, like every value on the page
+    overall = during.split("Overall:", 1)[1].split("</p>", 1)[0]
+    assert "fail" in overall
+    assert "pass" in before.split("Overall:", 1)[1].split("</p>", 1)[0]
+
+
 async def test_head_answers_like_get_without_a_body(pg: PostgresServer, registry: CollectorRegistry) -> None:
     """HEAD on /live, /ready and /health: GET's status (200, and 503 with a database down), no body."""
     spec = SQLSpec()
