@@ -10,9 +10,11 @@ driver's pool, which stays untouched: no driver class is patched.
 borrows from each driver's pool with that driver's own API, so each adapter module subclasses it with that API;
 :class:`AcquireReleasePool` is the ``acquire()``/``release()`` style several drivers share.
 
-In one process the connection gauges read the pool when scraped, so borrowing a connection costs two
-``perf_counter()`` calls, a histogram observation and a dict entry. Under ``PROMETHEUS_MULTIPROC_DIR`` a scrape
-reads the workers' files instead, so each borrow and return also writes the pool's counts there.
+In one process the connection gauges read the pool when scraped, so a borrow and its return cost three
+``perf_counter()`` calls, three histogram observations (wait, use and held-but-idle time), a holder record and a
+dict entry, and no coroutine of the proxy stays in the await chain while the driver takes the connection back.
+Under ``PROMETHEUS_MULTIPROC_DIR`` a scrape reads the workers' files instead, so each borrow and return also writes
+the pool's counts there.
 """
 
 import asyncio
