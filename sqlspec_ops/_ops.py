@@ -342,9 +342,11 @@ class SQLSpecOps:
             and not pool.is_open
             and db.config.connection_instance in (None, pool)
             and db.config.get_observability_runtime().is_idle
-            and adapter.time_statements(db.config, pool, statements)
+            # a proxy shared with another SQLSpecOps already times into that one's telemetry
+            and pool.statements in (None, statements)
+            and adapter.time_statements(db.config)
         ):
-            statements.driver_timed = True
+            pool.statements = statements  # the proxy arms each connection it hands out with this telemetry
             return
         db.config.observability_config = ObservabilityConfig.merge(
             db.config.observability_config, statements.observability_config()

@@ -86,8 +86,6 @@ class StatementTelemetry:
         # The pool proxy's "current holder" variable (set when the proxy is installed): statements are counted
         # into the hold of the connection they run on.
         self.holders: _ContextVar[Holder | None] | None = None
-        # True once the driver itself times this config's statements (no SQLSpec hook is registered then).
-        self.driver_timed = False
 
     def bind_tracer(self, tracer: "Tracer | None") -> None:
         """Start spans with this tracer (None: no spans).

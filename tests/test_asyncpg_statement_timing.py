@@ -28,11 +28,13 @@ from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.statements import (
     all_span_text,
+    assert_one_cancelled_span,
     create_table,
     duration_counts,
     label_sum,
     provider_with_exporter,
     statement_spans,
+    uses_sqlspec_hooks,
 )
 
 SECRET = "s3cret-parameter-value-9f2c"  # noqa: S105 - a marker grepped for in everything emitted
@@ -44,11 +46,6 @@ def _spec(pg: PostgresServer, **connection_config: Any) -> tuple[SQLSpec, Asyncp
         AsyncpgConfig(connection_config={"dsn": pg.dsn, "min_size": 1, "max_size": 2, **connection_config})
     )
     return spec, config
-
-
-def _uses_sqlspec_hooks(config: AsyncpgConfig) -> bool:
-    lifecycle = config.observability_config.lifecycle if config.observability_config else None
-    return bool(lifecycle and lifecycle.get("on_query_start"))
 
 
 async def test_asyncpg_path_counts_thousand_statements_with_hundred_failures(
@@ -77,7 +74,7 @@ async def test_asyncpg_path_counts_thousand_statements_with_hundred_failures(
 
     SQLSpecOps(spec, registry=registry).instrument(app)
     async with serving(app) as client:
-        assert not _uses_sqlspec_hooks(config)
+        assert not uses_sqlspec_hooks(config)
         assert config.get_observability_runtime().is_idle
         for _ in range(10):
             assert (await client.post("/batch")).json() == 10
@@ -142,15 +139,11 @@ async def test_cancelled_statement_is_counted_and_its_span_fails(
     SQLSpecOps(spec, registry=registry, tracer_provider=provider).instrument(app)
     async with serving(app) as client:
         assert (await client.get("/cut")).json() == "timed out"
-        assert not _uses_sqlspec_hooks(config)
+        assert not uses_sqlspec_hooks(config)
     counts = duration_counts(registry)
     assert label_sum(counts, error_type="CancelledError", db_operation_name="SELECT") == 1
     assert sum(counts.values()) == 1
-    (span,) = statement_spans(exporter)
-    assert span.attributes is not None
-    assert span.attributes["error.type"] == "CancelledError"
-    assert span.status.status_code.name == "ERROR"
-    assert span.end_time is not None
+    assert_one_cancelled_span(exporter)
 
 
 async def test_server_timing_counts_the_three_statements_of_a_request(
@@ -221,7 +214,7 @@ async def test_user_asked_sqlspec_features_keep_sqlspec_hooks(pg: PostgresServer
     SQLSpecOps(spec, registry=registry).instrument(app)
     async with serving(app) as client:
         assert (await client.get("/one")).json() == 1
-    assert _uses_sqlspec_hooks(config)
+    assert uses_sqlspec_hooks(config)
     assert "connection_class" not in config.connection_config
     assert sum(duration_counts(registry).values()) == 1  # not twice: the driver path stays off
 

@@ -20,7 +20,7 @@ from sqlspec.extensions.fastapi import SQLSpecPlugin
 from sqlspec_ops import SQLSpecOps
 from tests.support.asgi import serving
 from tests.support.postgres import PostgresServer
-from tests.support.statements import DURATION, provider_with_exporter, statement_spans
+from tests.support.statements import DURATION, assert_one_cancelled_span, provider_with_exporter
 from tests.support.waiting import eventually
 
 POOL = "main"
@@ -277,11 +277,7 @@ async def test_statement_cancelled_by_timeout_is_counted_and_its_span_fails(
         db_system_name="postgresql",
     )
     assert counted == 1
-    (span,) = statement_spans(exporter)
-    assert span.attributes is not None
-    assert span.attributes["error.type"] == "CancelledError"
-    assert span.status.status_code.name == "ERROR"
-    assert span.end_time is not None
+    assert_one_cancelled_span(exporter)
 
 
 async def test_asyncpg_connection_create_time_through_the_connect_hook(

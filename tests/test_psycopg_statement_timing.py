@@ -31,11 +31,13 @@ from tests.support.asgi import serving
 from tests.support.postgres import APP_PASSWORD, PostgresServer
 from tests.support.statements import (
     all_span_text,
+    assert_one_cancelled_span,
     create_table,
     duration_counts,
     label_sum,
     provider_with_exporter,
     statement_spans,
+    uses_sqlspec_hooks,
 )
 from tests.support.waiting import eventually
 
@@ -52,11 +54,6 @@ def _spec(pg: PostgresServer, **connection_config: Any) -> tuple[SQLSpec, Psycop
         )
     )
     return spec, config
-
-
-def _uses_sqlspec_hooks(config: PsycopgAsyncConfig) -> bool:
-    lifecycle = config.observability_config.lifecycle if config.observability_config else None
-    return bool(lifecycle and lifecycle.get("on_query_start"))
 
 
 async def _holders(client: Any) -> list[dict[str, Any]]:
@@ -92,7 +89,7 @@ async def test_psycopg_path_counts_thousand_statements_with_hundred_failures(
 
     SQLSpecOps(spec, registry=registry).instrument(app)
     async with serving(app) as client:
-        assert not _uses_sqlspec_hooks(config)
+        assert not uses_sqlspec_hooks(config)
         assert config.get_observability_runtime().is_idle
         assert issubclass(config.connection_config["cursor_factory"], TimedCursor)
         for _ in range(10):
@@ -161,15 +158,11 @@ async def test_cancelled_statement_is_counted_and_its_span_fails(
     SQLSpecOps(spec, registry=registry, tracer_provider=provider).instrument(app)
     async with serving(app) as client:
         assert (await client.get("/cut")).json() == "timed out"
-        assert not _uses_sqlspec_hooks(config)
+        assert not uses_sqlspec_hooks(config)
     counts = duration_counts(registry)
     assert label_sum(counts, error_type="CancelledError", db_operation_name="SELECT") == 1
     assert sum(counts.values()) == 1
-    (span,) = statement_spans(exporter)
-    assert span.attributes is not None
-    assert span.attributes["error.type"] == "CancelledError"
-    assert span.status.status_code.name == "ERROR"
-    assert span.end_time is not None
+    assert_one_cancelled_span(exporter)
 
 
 async def test_server_timing_counts_the_three_statements_of_a_request(
@@ -252,7 +245,7 @@ async def test_users_cursor_factory_is_subclassed_not_replaced(
     assert issubclass(used, TimedCursor)
     assert any("41" in call for call in calls)
     assert sum(duration_counts(registry).values()) == 1
-    assert not _uses_sqlspec_hooks(config)
+    assert not uses_sqlspec_hooks(config)
 
 
 async def test_non_cursor_factory_keeps_sqlspec_hooks(pg: PostgresServer, registry: CollectorRegistry) -> None:
@@ -273,7 +266,7 @@ async def test_non_cursor_factory_keeps_sqlspec_hooks(pg: PostgresServer, regist
     async with serving(app) as client:
         assert (await client.get("/one")).json() == 1
     assert config.connection_config["cursor_factory"] is factory
-    assert _uses_sqlspec_hooks(config)
+    assert uses_sqlspec_hooks(config)
     assert sum(duration_counts(registry).values()) == 1
 
 
@@ -296,7 +289,7 @@ async def test_user_asked_sqlspec_features_keep_sqlspec_hooks(pg: PostgresServer
     SQLSpecOps(spec, registry=registry).instrument(app)
     async with serving(app) as client:
         assert (await client.get("/one")).json() == 1
-    assert _uses_sqlspec_hooks(config)
+    assert uses_sqlspec_hooks(config)
     assert "cursor_factory" not in config.connection_config
     assert sum(duration_counts(registry).values()) == 1  # not twice: the driver path stays off
 
@@ -324,7 +317,7 @@ async def test_no_parameter_or_password_in_labels_spans_or_logs(
     async with serving(app) as client:
         assert (await client.get("/secret")).status_code == 200
         pools = (await client.get("/ops/pools")).text
-    assert not _uses_sqlspec_hooks(config)
+    assert not uses_sqlspec_hooks(config)
     spans = statement_spans(exporter)
     assert len(spans) == 2
     texts = [generate_latest(registry).decode(), all_span_text(spans), stream.getvalue(), pools]
@@ -378,7 +371,7 @@ async def test_holder_shows_the_running_statement_then_its_count(
         go_on.set()
         assert (await request).status_code == 200
         assert await _holders(client) == []
-    assert not _uses_sqlspec_hooks(config)
+    assert not uses_sqlspec_hooks(config)
     assert sum(duration_counts(registry).values()) == 2
 
 

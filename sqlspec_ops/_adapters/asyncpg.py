@@ -183,16 +183,13 @@ class AsyncpgAdapter(PostgresAdapter):
     library_packages = frozenset({"asyncpg"})
     times_statements = True
 
-    def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:
+    def time_statements(self, config: Any) -> bool:
         """Create the pool with a timing ``connection_class`` (the user's own one subclassed, not replaced)."""
-        if not isinstance(pool, AsyncpgPool) or (pool.statements is not None and pool.statements is not telemetry):
-            return False  # a proxy shared with another SQLSpecOps already times into that one's telemetry
         cc = config.connection_config
         current = cc.get("connection_class")
         if current is not None and not (isinstance(current, type) and issubclass(current, asyncpg.Connection)):
             return False  # not a Connection class asyncpg would accept: leave it to asyncpg to say so
         cc["connection_class"] = _timed_connection_class(current)
-        pool.statements = telemetry
         return True
 
     def counts(self, pool: Any) -> PoolCounts:

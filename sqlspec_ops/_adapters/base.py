@@ -129,8 +129,8 @@ class Adapter:
     # hook is registered for its configs, and SQLSpec stays on its idle execution path).
     times_statements: ClassVar[bool] = False
 
-    def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:  # noqa: ARG002 - per adapter
-        """Have the driver time the config's statements into ``telemetry`` (``pool``: the proxy).
+    def time_statements(self, config: Any) -> bool:  # noqa: ARG002 - per adapter
+        """Make the driver's connections time statements (into the telemetry the pool proxy arms them with).
 
         Called before the driver's pool exists. Returns False when the adapter cannot (SQLSpec's hooks then do it).
         """

@@ -78,7 +78,7 @@ class InstrumentedPool:
     """Stands in for a driver's pool and records every borrow of a connection."""
 
     # The telemetry the driver itself times statements into while a connection is out (None: SQLSpec's hooks do
-    # it); set by ``Adapter.time_statements``.
+    # it); set by ``SQLSpecOps.install`` once ``Adapter.time_statements`` made the connections time them.
     statements: "StatementTelemetry | None" = None
 
     def __init__(

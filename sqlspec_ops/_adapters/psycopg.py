@@ -223,7 +223,7 @@ class PsycopgPool(InstrumentedPool):
                 raise timed_out from exc
             raise
         holder = self._acquired(key, started, connection)
-        telemetry = self.statements  # set by PsycopgAdapter.time_statements (None: SQLSpec's hooks time them)
+        telemetry = self.statements  # None: SQLSpec's hooks time this config's statements
         if telemetry is not None:
             # Armed only now: psycopg_pool's check and the configure callbacks ran before it handed it out.
             connection.__dict__[_ARMED] = (telemetry, holder)
@@ -261,10 +261,8 @@ class PsycopgAdapter(PostgresAdapter):
     counts_opening = True  # get_stats()["pool_size"] includes connections being made or retried
     times_statements = True
 
-    def time_statements(self, config: Any, pool: Any, telemetry: Any) -> bool:
+    def time_statements(self, config: Any) -> bool:
         """Give the connections a timing ``cursor_factory`` (the user's own one subclassed, not replaced)."""
-        if not isinstance(pool, PsycopgPool) or (pool.statements is not None and pool.statements is not telemetry):
-            return False  # a proxy shared with another SQLSpecOps already times into that one's telemetry
         cc = config.connection_config
         nested = cc.get("kwargs") or {}
         # SQLSpec merges the "kwargs" sub-dict over the top-level keys, so a cursor_factory there is the one used.
@@ -276,7 +274,6 @@ class PsycopgAdapter(PostgresAdapter):
             cc["kwargs"] = {**nested, "cursor_factory": timed}  # a copy: the app's own dict is left as it was
         else:
             cc["cursor_factory"] = timed
-        pool.statements = telemetry
         return True
 
     def time_connects(self, config: Any, observe: Callable[[float], None]) -> bool:
@@ -309,11 +306,8 @@ class PsycopgAdapter(PostgresAdapter):
 
     async def ping(self, connection: Any) -> None:
         """Run ``SELECT 1`` (not counted as one of the app's statements)."""
-        armed = _disarm(connection)
-        try:
+        async with _untimed(connection):
             await connection.execute("SELECT 1")
-        finally:
-            _rearm(connection, armed)
 
     def connect_failure_name(self, exc: BaseException) -> str:
         """Name what libpq's text says went wrong (``InvalidPassword``, ``ConnectionRefusedError``...) or the class."""
@@ -359,23 +353,17 @@ class PsycopgAdapter(PostgresAdapter):
 
     async def fetch_one(self, connection: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
         """Return the first row as a list (not counted as one of the app's statements)."""
-        armed = _disarm(connection)
-        try:
+        async with _untimed(connection):
             cursor = await connection.execute(sql, args)
             row = await cursor.fetchone()
-        finally:
-            _rearm(connection, armed)
         if row is None:
             return []
         return list(row.values()) if isinstance(row, dict) else list(row)
 
     async def fetch_row(self, connection: Any, sql: str) -> list[Any]:
         """Return the first row as a list (not counted as one of the app's statements)."""
-        armed = _disarm(connection)
-        try:
+        async with _untimed(connection):
             return await super().fetch_row(connection, sql)
-        finally:
-            _rearm(connection, armed)
 
     def acquire_timeout_error(self, exc: BaseException) -> bool:
         """psycopg_pool raises its own ``PoolTimeout``."""
@@ -407,15 +395,16 @@ def _timed_connect_class(base: type[Any], observe: Callable[[float], None]) -> t
     return TimedConnect
 
 
-def _disarm(connection: Any) -> Any:
-    """Stop a borrowed connection's cursors timing (sqlspec-ops' own queries); return what was armed."""
+@asynccontextmanager
+async def _untimed(connection: Any) -> AsyncIterator[None]:
+    """Run sqlspec-ops' own queries on a borrowed connection without its cursors timing them as the app's."""
     state = getattr(connection, "__dict__", None)
-    return state.pop(_ARMED, None) if state is not None else None
-
-
-def _rearm(connection: Any, armed: Any) -> None:
-    if armed is not None:
-        connection.__dict__[_ARMED] = armed
+    armed = state.pop(_ARMED, None) if state is not None else None
+    try:
+        yield
+    finally:
+        if armed is not None:
+            connection.__dict__[_ARMED] = armed
 
 
 ADAPTER = PsycopgAdapter

@@ -19,6 +19,7 @@ from tests.support.postgres import PostgresServer
 __all__ = (
     "DURATION",
     "all_span_text",
+    "assert_one_cancelled_span",
     "asyncpg_spec",
     "create_table",
     "duration_counts",
@@ -26,6 +27,7 @@ __all__ = (
     "provider_with_exporter",
     "session_dependency",
     "statement_spans",
+    "uses_sqlspec_hooks",
 )
 
 DURATION = "db_client_operation_duration_seconds"
@@ -77,6 +79,21 @@ def statement_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
         if span.kind is SpanKind.CLIENT and span.instrumentation_scope is not None
         and span.instrumentation_scope.name == "sqlspec_ops"
     ]  # fmt: skip
+
+
+def assert_one_cancelled_span(exporter: InMemorySpanExporter) -> None:
+    """Assert that exactly one statement span was exported and that it ended failed with ``CancelledError``."""
+    (span,) = statement_spans(exporter)
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "CancelledError"
+    assert span.status.status_code.name == "ERROR"
+    assert span.end_time is not None
+
+
+def uses_sqlspec_hooks(config: Any) -> bool:
+    """Tell whether sqlspec-ops' statement hooks were merged into a config (rather than the driver timing them)."""
+    lifecycle = config.observability_config.lifecycle if config.observability_config else None
+    return bool(lifecycle and lifecycle.get("on_query_start"))
 
 
 def all_span_text(spans: "Iterator[ReadableSpan] | list[ReadableSpan] | tuple[ReadableSpan, ...]") -> str:
